@@ -1,0 +1,84 @@
+"""``mmcontrast`` command line: train | eval | demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from mmcontrast.typed_config import ConfigError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mmcontrast.recipe import load_recipe
+    from mmcontrast.train import train_recipe
+
+    recipe, raw = load_recipe(args.recipe, args.overrides)
+    summary = train_recipe(recipe, raw)
+    if summary["skipped_rows"]:
+        print(f"skipped {summary['skipped_rows']} bad rows of data.train (data.skip_bad_rows=true)")
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from mmcontrast.evaluation.retrieval import RetrievalEvaluator
+    from mmcontrast.evaluation.sts import STSEvaluator
+    from mmcontrast.modalities.text import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(args.model)
+
+    def encode(texts):
+        return encoder.encode(texts, args.batch_size, show_progress=True)
+
+    if args.task == "sts":
+        metrics = STSEvaluator.from_file(args.data, limit=args.limit)(encode)
+    else:
+        metrics = RetrievalEvaluator.from_pairs(args.data, columns=args.columns, limit=args.limit)(encode)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mmcontrast.demo import run_demo
+
+    run_demo(args.output_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmcontrast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train from a recipe: mmcontrast train RECIPE.yaml [key=value ...]")
+    train.add_argument("recipe", help="a recipes/*.yaml file")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 output_dir=runs/x")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a saved text model")
+    evaluate.add_argument("task", choices=["sts", "retrieval"])
+    evaluate.add_argument("--model", required=True, help="a sentence-transformers or transformers folder")
+    evaluate.add_argument("--data", required=True, help="STS: scored pairs (STS-B TSV or table); retrieval: pairs")
+    evaluate.add_argument("--columns", nargs=2, default=["anchor", "positive"], help="retrieval (query, doc)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--limit", type=int, default=None, help="first N rows only")
+    evaluate.set_defaults(func=_eval)
+
+    demo = commands.add_parser("demo", help="the offline demo run by `make demo`")
+    demo.add_argument("--output-dir", default="runs/demo")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"mmcontrast {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

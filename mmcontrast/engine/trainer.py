@@ -1,0 +1,283 @@
+"""One Accelerate training loop for every method.
+
+The loop knows the :class:`~mmcontrast.methods.base.Method` interface only: ``collate`` runs in the
+DataLoader, ``forward`` (= ``loss(embed(batch))``) gives a :class:`LossOutput`. It handles distribution and
+mixed precision (Accelerate), AdamW + a transformers schedule, gradient accumulation and clipping, a progress
+bar with loss and throughput, TensorBoard logging, periodic evaluation, atomic checkpoints and exact resume.
+
+Resume is exact: the data order of an epoch is a function of ``(seed, epoch)`` (the batch sampler), the
+RNG states, optimizer and scheduler come back from the checkpoint, and the loop skips the batches already
+seen in the interrupted epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from mmcontrast.engine.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from mmcontrast.methods.base import Method
+
+Evaluator = Callable[[Method], dict[str, float]]
+
+
+@dataclass
+class TrainingConfig:
+    """How to train (the ``train:`` section of a recipe).
+
+    Attributes:
+        epochs: passes over the data (ignored when ``max_steps`` is set).
+        max_steps: optimizer steps to run; overrides ``epochs``.
+        batch_size: rows per process per step (the global batch is this x processes).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases and norm weights).
+        warmup_ratio: fraction of the steps with linear warm-up.
+        scheduler: a transformers scheduler name (linear, cosine, constant_with_warmup, ...).
+        max_grad_norm: gradient clipping norm (0 disables).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (losses keep their logits in fp32 regardless).
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        seed: seed of the initialisation, the data order and dropout.
+        save_steps: write a checkpoint every N steps (0: none during training).
+        save_total_limit: checkpoints kept (oldest removed first).
+        eval_steps: run the evaluators every N steps (0: only at the end).
+        logging_steps: log loss, learning rate and throughput every N steps.
+        num_workers: DataLoader worker processes.
+        drop_last: drop the last incomplete batch of each epoch.
+        progress_bar: show a progress bar.
+    """
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    save_steps: int = 0
+    save_total_limit: int = 2
+    eval_steps: int = 0
+    logging_steps: int = 10
+    num_workers: int = 0
+    drop_last: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainingResult:
+    """What a run did: steps taken, the logged history, and the last evaluation."""
+
+    global_step: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only: biases and normalisation weights (1-d tensors) are not decayed."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Train a :class:`Method` on a dataset with a seeded batch sampler.
+
+    Args:
+        method: what to train.
+        dataset: rows indexable by integer (a ``datasets.Dataset`` or a list).
+        batch_sampler: yields lists of row indices for this process and has ``set_epoch(epoch)``
+            (see :mod:`mmcontrast.data.samplers`).
+        config: training settings.
+        output_dir: run folder: ``checkpoints/``, ``logs/`` (TensorBoard), ``training_log.json``.
+        evaluators: name -> callable(method) -> metrics, run every ``eval_steps`` and at the end.
+        run_config: the recipe as a dict, stored with the TensorBoard run.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        dataset: Sequence[Any],
+        batch_sampler: Any,
+        config: TrainingConfig,
+        output_dir: str | Path,
+        evaluators: dict[str, Evaluator] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.checkpoint_root = self.output_dir / "checkpoints"
+        self.evaluators = evaluators or {}
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            log_with="tensorboard",
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
+        )
+        set_seed(config.seed)
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.collate = method.collate
+        optimizer = torch.optim.AdamW(_parameter_groups(method, config.weight_decay), lr=config.lr)
+        self.steps_per_epoch = math.ceil(len(batch_sampler) / config.gradient_accumulation_steps)
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training data gives no batch: add rows or lower train.batch_size")
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.scheduler = get_scheduler(
+            config.scheduler,
+            optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.model, self.optimizer = self.accelerator.prepare(method, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.accelerator.init_trackers("mmcontrast", config=_flat_scalars(run_config or {}))
+        self.log_history: list[dict[str, Any]] = []
+
+    @property
+    def method(self) -> Method:
+        """The trained method, unwrapped from any distributed wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def _batches(self, epoch: int, skip: int) -> DataLoader:
+        self.batch_sampler.set_epoch(epoch)
+        batches = list(self.batch_sampler)[skip:]
+        return DataLoader(
+            self.dataset,  # type: ignore[arg-type]
+            batch_sampler=batches,
+            collate_fn=self.collate,
+            num_workers=self.config.num_workers,
+            generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
+        )
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.accelerator.is_main_process:
+            for name, evaluator in self.evaluators.items():
+                for key, value in evaluator(self.method).items():
+                    metrics[f"{name}/{key}"] = float(value)
+            if metrics:
+                self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+                self.log_history.append({"step": step, **metrics})
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _save(self, step: int) -> None:
+        state = {"global_step": step, "log_history": self.log_history}
+        save_checkpoint(self.accelerator, self.checkpoint_root, step, state, self.config.save_total_limit)
+
+    def train(self, resume_from: str | None = None) -> TrainingResult:
+        """Run to ``total_steps``; ``resume_from`` is ``latest`` or a checkpoint folder."""
+        config, accelerator = self.config, self.accelerator
+        step = 0
+        if resume_from:
+            checkpoint = resolve_resume(resume_from, self.checkpoint_root)
+            if checkpoint is not None:
+                state = load_checkpoint(accelerator, checkpoint)
+                step, self.log_history = state["global_step"], state["log_history"]
+                accelerator.print(f"resumed from {checkpoint} at step {step}")
+        progress = tqdm(
+            total=self.total_steps,
+            initial=step,
+            desc="train",
+            disable=not (config.progress_bar and accelerator.is_local_main_process),
+            dynamic_ncols=True,
+        )
+        accumulation = config.gradient_accumulation_steps
+        window_loss, window_batches, window_rows, window_start = 0.0, 0, 0, time.perf_counter()
+        self.model.train()
+        while step < self.total_steps:
+            epoch = step // self.steps_per_epoch
+            loader = self._batches(epoch, skip=(step - epoch * self.steps_per_epoch) * accumulation)
+            last = len(loader)
+            for index, batch in enumerate(loader, 1):
+                boundary = index % accumulation == 0 or index == last
+                batch = send_to_device(batch, accelerator.device)
+                sync = contextlib.nullcontext() if boundary else accelerator.no_sync(self.model)
+                with sync:
+                    output = self.model(batch)
+                    if not torch.isfinite(output.loss):
+                        raise FloatingPointError(
+                            f"the loss is {output.loss.item()} at step {step + 1} (epoch {epoch}). Lower train.lr, "
+                            "check the data for degenerate rows, or use mixed_precision=bf16 instead of fp16."
+                        )
+                    accelerator.backward(output.loss / accumulation)
+                window_loss += output.loss.detach().float().item()
+                window_batches += 1
+                window_rows += _rows(batch)
+                if not boundary:
+                    continue
+                if config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(1)
+                if step % config.logging_steps == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    loss = accelerator.reduce(torch.tensor(window_loss / window_batches, device=accelerator.device))
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": float(loss) / accelerator.num_processes,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "rows_per_second": window_rows * accelerator.num_processes / max(elapsed, 1e-9),
+                    }
+                    self.log_history.append(record)
+                    accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", rows_s=f"{record['rows_per_second']:.1f}")
+                    window_loss, window_batches, window_rows, window_start = 0.0, 0, 0, time.perf_counter()
+                if config.eval_steps and step % config.eval_steps == 0 and step < self.total_steps:
+                    self._evaluate(step)
+                    self.model.train()
+                if config.save_steps and step % config.save_steps == 0:
+                    self._save(step)
+                if step >= self.total_steps:
+                    break
+        progress.close()
+        final = self._evaluate(step)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "training_log.json").write_text(json.dumps(self.log_history, indent=1))
+        accelerator.end_training()
+        return TrainingResult(step, self.log_history, final)
+
+
+def _rows(batch: dict[str, Any]) -> int:
+    if "num_rows" in batch:
+        return int(batch["num_rows"])
+    first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    return int(first.shape[0])
+
+
+def _flat_scalars(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config to the scalar values TensorBoard's hparams accept."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_scalars(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = str(value)
+    return flat

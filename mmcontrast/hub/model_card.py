@@ -1,0 +1,107 @@
+"""Model cards written through huggingface_hub's ``ModelCard`` / ``ModelCardData``.
+
+The YAML header carries library, pipeline tag, tags, base model, datasets and the evaluation results as
+model-index entries (which the Hub and ``ModelCard.load`` parse back); the body has a usage snippet for the
+library that loads the folder, the evaluation table, and the recipe that produced the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ description }}
+
+## Usage
+
+```python
+{{ usage }}
+```
+
+## Evaluation
+
+{{ results_table }}
+{% if image %}
+![training curve]({{ image }})
+{% endif %}
+## Training
+
+Trained with [mmcontrast](https://github.com/mmcontrast/mmcontrast) using this recipe:
+
+```yaml
+{{ recipe }}
+```
+"""
+
+
+@dataclass
+class CardInfo:
+    """What a model card says about a model.
+
+    Attributes:
+        title: heading of the card.
+        description: one paragraph on what the model is.
+        library_name: the library that loads the folder (``sentence-transformers``, ``transformers``...).
+        pipeline_tag: the Hub task (``sentence-similarity``, ``zero-shot-image-classification``...).
+        usage: a runnable snippet loading the model.
+        recipe: the recipe (YAML text) that produced the model.
+        base_model: the model it was fine-tuned from, if any.
+        datasets: datasets it was trained on.
+        tags: extra Hub tags.
+        results: evaluation results: (task type, dataset name, metric name, value).
+        image: a file inside the model folder to show (training curve).
+    """
+
+    title: str
+    description: str
+    library_name: str
+    pipeline_tag: str
+    usage: str
+    recipe: str
+    base_model: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    results: list[tuple[str, str, str, float]] = field(default_factory=list)
+    image: str | None = None
+
+
+def write_model_card(directory: str | Path, info: CardInfo) -> Path:
+    """Write ``README.md`` with YAML metadata into ``directory`` and return its path."""
+    eval_results = [
+        EvalResult(
+            task_type=task, dataset_type=dataset, dataset_name=dataset, metric_type=metric, metric_value=value
+        )
+        for task, dataset, metric, value in info.results
+    ]
+    data = ModelCardData(
+        library_name=info.library_name,
+        pipeline_tag=info.pipeline_tag,
+        tags=["mmcontrast", "contrastive-learning", *info.tags],
+        base_model=info.base_model,
+        datasets=info.datasets or None,
+        eval_results=eval_results or None,
+        model_name=info.title,
+    )
+    rows = ["| task | dataset | metric | value |", "|---|---|---|---|"]
+    rows += [f"| {t} | {d} | {m} | {v:.4f} |" for t, d, m, v in info.results]
+    card = ModelCard.from_template(
+        data,
+        template_str=_TEMPLATE,
+        title=info.title,
+        description=info.description,
+        usage=info.usage,
+        results_table="\n".join(rows) if info.results else "No evaluation was run.",
+        recipe=info.recipe.strip(),
+        image=info.image,
+    )
+    path = Path(directory) / "README.md"
+    card.save(path)
+    return path

@@ -1,0 +1,6 @@
+"""Methods: adapters + heads + how positives and negatives are formed."""
+
+from mmcontrast.methods.base import LossOutput, Method
+from mmcontrast.methods.sbert import SbertLossConfig, SentenceBERT
+
+__all__ = ["LossOutput", "Method", "SbertLossConfig", "SentenceBERT"]

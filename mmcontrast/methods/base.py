@@ -1,0 +1,41 @@
+"""The Method interface the engine trains: ``embed`` and ``loss`` as two separable steps.
+
+``embed(batch)`` maps a collated batch to a dict of per-sample embedding tensors (no cross-sample coupling),
+``loss(embeddings, batch)`` turns them into a :class:`LossOutput`. Keeping them apart lets the engine compute
+embeddings in chunks and the loss once over the whole batch (cached large batches) for every method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LossOutput:
+    """A scalar training loss and the metrics to log beside it."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of training methods: adapters + heads + how positives and negatives are formed."""
+
+    def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Turn dataset rows into a batch of tensors (runs in the DataLoader)."""
+        raise NotImplementedError
+
+    def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-sample embeddings of a batch."""
+        raise NotImplementedError
+
+    def loss(self, embeddings: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
+        """The training loss over the embeddings of a whole batch."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> LossOutput:
+        return self.loss(self.embed(batch), batch)
