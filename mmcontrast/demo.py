@@ -32,7 +32,12 @@ def run_demo(output_dir: str = "runs/demo") -> dict:
     """Evaluate, fine-tune for one epoch with CoSENT, evaluate again; returns the run summary."""
     model = _model_path()
     if (SHARED_STSB / "sts-train.csv").is_file():
-        train, dev, fmt, limit = str(SHARED_STSB / "sts-train.csv"), str(SHARED_STSB / "sts-dev.csv"), "stsb", 1000
+        train, dev, fmt, limit = (
+            str(SHARED_STSB / "sts-train.csv"),
+            str(SHARED_STSB / "sts-dev.csv"),
+            "stsb",
+            1000,
+        )
         print(f"demo data: STS Benchmark from {SHARED_STSB} (first {limit} training pairs, dev split)")
     else:
         embedded = str(resources.files("mmcontrast") / "demo_data" / "scored_pairs.csv")
@@ -59,6 +64,8 @@ def run_demo(output_dir: str = "runs/demo") -> dict:
     after = summary["metrics"].get("sts/spearman_cosine")
     print(f"STS dev Spearman (cosine): before {before['spearman_cosine']:.4f} -> after {after:.4f}")
     print(f"model saved to {summary['model_dir']} (a sentence-transformers folder); use it with:")
-    print(f'  python -c "from sentence_transformers import SentenceTransformer; '
-          f"m = SentenceTransformer('{summary['model_dir']}'); print(m.encode(['hello world']).shape)\"")
+    print(
+        f'  python -c "from sentence_transformers import SentenceTransformer; '
+        f"m = SentenceTransformer('{summary['model_dir']}'); print(m.encode(['hello world']).shape)\""
+    )
     return summary

@@ -89,9 +89,7 @@ def train_recipe(recipe: Recipe, raw: dict[str, Any] | None = None) -> dict[str,
         sampler = ShuffledBatchSampler(len(table), recipe.train.batch_size, **common)
     output_dir = Path(recipe.output_dir)
     raw = raw if raw is not None else {}
-    trainer = Trainer(
-        method, table, sampler, recipe.train, output_dir, evaluators=_evaluators(recipe), run_config=raw
-    )
+    trainer = Trainer(method, table, sampler, recipe.train, output_dir, evaluators=_evaluators(recipe), run_config=raw)
     result = trainer.train(resume_from=recipe.resume_from)
     summary = {
         "global_step": result.global_step,

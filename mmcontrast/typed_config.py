@@ -41,9 +41,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = get_origin(tp)
 
     def fail() -> ConfigError:
-        return ConfigError(
-            f"{source}: key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-        )
+        return ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -76,9 +74,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise fail()
         key_tp, val_tp = get_args(tp)
-        return {
-            _convert(k, key_tp, key, source): _convert(v, val_tp, f"{key}.{k}", source) for k, v in value.items()
-        }
+        return {_convert(k, key_tp, key, source): _convert(v, val_tp, f"{key}.{k}", source) for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:
@@ -115,9 +111,7 @@ def build(cls: type[T], data: dict[str, Any], *, source: str = "config", prefix:
     missing = [
         name
         for name, f in fields.items()
-        if name not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
     ]
     if missing:
         raise ConfigError(f"{source}: missing required key(s): {', '.join(prefix + m for m in missing)}")

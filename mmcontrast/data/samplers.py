@@ -112,9 +112,7 @@ class NoDuplicatesBatchSampler(ShuffledBatchSampler):
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        super().__init__(
-            len(keys), batch_size, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank
-        )
+        super().__init__(len(keys), batch_size, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank)
         self.keys = [tuple(k) for k in keys]
 
     def global_batches(self) -> list[list[int]]:

@@ -41,9 +41,7 @@ def resolve_resume(resume_from: str, root: str | Path) -> Path | None:
     return path
 
 
-def save_checkpoint(
-    accelerator: Accelerator, root: str | Path, step: int, state: dict[str, Any], keep: int
-) -> Path:
+def save_checkpoint(accelerator: Accelerator, root: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Save model, optimizer, scheduler and RNG states for ``step``, then keep only the newest ``keep``."""
     root = Path(root)
     final = root / f"{CHECKPOINT_PREFIX}{step:08d}"

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -125,6 +126,9 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
         self.evaluators = evaluators or {}
+        # Accelerate keeps precision settings in a process-wide singleton; a new run in the same Python
+        # process (a notebook, a test) may ask for other settings, so start it afresh (the process group stays).
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             log_with="tensorboard",

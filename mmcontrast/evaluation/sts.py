@@ -13,9 +13,7 @@ from mmcontrast.data.tables import clean_table, load_table
 Encode = Callable[[Sequence[str]], torch.Tensor]
 
 
-def sts_metrics(
-    embeddings1: torch.Tensor, embeddings2: torch.Tensor, scores: Sequence[float]
-) -> dict[str, float]:
+def sts_metrics(embeddings1: torch.Tensor, embeddings2: torch.Tensor, scores: Sequence[float]) -> dict[str, float]:
     """``spearman_cosine`` and ``pearson_cosine`` of row-wise cosine similarity against ``scores``."""
     if embeddings1.shape != embeddings2.shape or embeddings1.shape[0] != len(scores):
         raise ValueError(

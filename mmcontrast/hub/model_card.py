@@ -76,9 +76,7 @@ class CardInfo:
 def write_model_card(directory: str | Path, info: CardInfo) -> Path:
     """Write ``README.md`` with YAML metadata into ``directory`` and return its path."""
     eval_results = [
-        EvalResult(
-            task_type=task, dataset_type=dataset, dataset_name=dataset, metric_type=metric, metric_value=value
-        )
+        EvalResult(task_type=task, dataset_type=dataset, dataset_name=dataset, metric_type=metric, metric_value=value)
         for task, dataset, metric, value in info.results
     ]
     data = ModelCardData(

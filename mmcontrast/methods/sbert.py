@@ -81,9 +81,7 @@ class SentenceBERT(Method):
         low, high = expected
         if len(text_columns) < low or (high is not None and len(text_columns) > high):
             wanted = f"{low}" if low == high else f"at least {low}"
-            raise ValueError(
-                f"loss '{loss.name}' needs {wanted} text column(s) in data.columns, got {text_columns}"
-            )
+            raise ValueError(f"loss '{loss.name}' needs {wanted} text column(s) in data.columns, got {text_columns}")
         self.encoder = encoder
         self.text_columns = list(text_columns)
         self.loss_config = loss
@@ -108,21 +106,21 @@ class SentenceBERT(Method):
         columns = [embeddings[c] for c in self.text_columns]
         if config.name == "info_nce":
             negatives = torch.stack(columns[2:], dim=1) if len(columns) > 2 else None
-            value = info_nce(
-                columns[0], columns[1], negatives, scale=config.scale, symmetric=config.symmetric
-            )
+            value = info_nce(columns[0], columns[1], negatives, scale=config.scale, symmetric=config.symmetric)
         elif config.name == "cosine_similarity":
             value = cosine_similarity_loss(columns[0], columns[1], batch["scores"])
         elif config.name == "cosent":
             value = cosent_loss(columns[0], columns[1], batch["scores"], scale=config.scale)
         elif config.name == "pair_margin":
             margin = 0.5 if config.margin is None else config.margin
-            value = pair_margin_loss(
-                columns[0], columns[1], batch["scores"], margin=margin, distance=config.distance
-            )
+            value = pair_margin_loss(columns[0], columns[1], batch["scores"], margin=margin, distance=config.distance)
         else:
             margin = 5.0 if config.margin is None else config.margin
             value = triplet_margin_loss(
-                columns[0], batch["scores"].long(), margin=margin, mining=config.mining, distance=config.distance
+                columns[0],
+                batch["scores"].long(),
+                margin=margin,
+                mining=config.mining,
+                distance=config.distance,
             )
         return LossOutput(value)

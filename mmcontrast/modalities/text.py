@@ -140,9 +140,7 @@ class TextEncoder(nn.Module):
     def preprocess(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise a batch of texts, padded to the longest one."""
         return dict(
-            self.tokenizer(
-                list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            )
+            self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         )
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:

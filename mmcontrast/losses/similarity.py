@@ -1,0 +1,181 @@
+"""Shared building blocks of the contrastive losses.
+
+Everything a loss needs besides its own formula lives here, so that every loss validates its inputs,
+computes in float32 and masks false negatives the same way:
+
+* **Validation** (``check_*``): each raises ``ValueError`` (``TypeError`` for a non-tensor or
+  non-float input) with a message that starts with the loss name and names the offending argument.
+* **Float32 compute**: :func:`full_precision` turns autocast off; inside it the helpers cast their
+  inputs with ``.float()``, so logits, norms and log-sum-exps are float32 even when the model runs
+  under bf16/fp16 autocast. The loss value is float32 and gradients flow back in the input dtype.
+* **Similarities and distances** between float32 embeddings: :func:`prepare`,
+  :func:`pairwise_cosine`, :func:`distance_matrix`, :func:`paired_distance`.
+* **False-negative masks** from labels (:func:`false_negative_mask`) and the one InfoNCE-style core
+  every softmax loss goes through (:func:`contrastive_cross_entropy`). It takes a block of queries,
+  a block of keys and the target key of each query, which is the unit that cross-process gathering
+  and tiled (chunked) computation operate on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Scale = float | Tensor
+"""A logit scale (inverse temperature): a positive float, or a scalar tensor that keeps its gradient."""
+
+# Smallest squared distance passed to ``sqrt``, so that its gradient stays finite at zero distance.
+_MIN_SQUARED_DISTANCE = 1e-30
+
+
+def _shape(x: Tensor) -> tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def check_embeddings(fn: str, name: str, x: Tensor, shapes: Sequence[str] = ("[B, d]",)) -> None:
+    """Check that ``x`` is a finite, non-empty float tensor with one of the layouts in ``shapes``.
+
+    ``shapes`` spells the accepted layouts (``"[B, d]"``, ``"[B, K, d]"``); their number of
+    dimensions is what is checked.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    ndims = [layout.count(",") + 1 for layout in shapes]
+    if x.ndim not in ndims:
+        layouts = " or ".join(shapes)
+        raise ValueError(f"{fn}: {name} must have shape {layouts}, got a {x.ndim}-D tensor of shape {_shape(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{fn}: {name} is empty (shape {_shape(x)}); a batch needs at least one non-empty row")
+    check_finite(fn, name, x)
+
+
+def check_finite(fn: str, name: str, x: Tensor) -> None:
+    """Raise if ``x`` holds a NaN or Inf, naming the first offending row (index along dim 0)."""
+    bad = ~torch.isfinite(x.detach())
+    if bad.any():
+        row = int(bad.reshape(x.shape[0], -1).any(dim=1).nonzero()[0])
+        raise ValueError(f"{fn}: {name} contains NaN or Inf at row {row}")
+
+
+def check_same_shape(fn: str, name_a: str, a: Tensor, name_b: str, b: Tensor, why: str) -> None:
+    """Raise if ``a`` and ``b`` differ in shape; ``why`` says what the pairing means."""
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: {name_a} has shape {_shape(a)} but {name_b} has shape {_shape(b)}; {why}")
+
+
+def check_labels(fn: str, name: str, labels: Tensor, batch_size: int, *, scores: bool = False) -> None:
+    """Check a 1-D tensor with one entry per batch row.
+
+    Class labels (``scores=False``) must be integer or bool; scores (``scores=True``) may be any
+    finite real dtype.
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(
+            f"{fn}: {name} has shape {_shape(labels)} but the batch has {batch_size} rows; "
+            f"{name} must be a 1-D tensor with one entry per row"
+        )
+    if scores:
+        if labels.is_complex():
+            raise TypeError(f"{fn}: {name} must be real, got dtype {labels.dtype}")
+        if labels.is_floating_point():
+            check_finite(fn, name, labels)
+    elif labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{fn}: {name} must hold integer class ids, got dtype {labels.dtype}")
+
+
+def check_choice(fn: str, name: str, value: str, choices: Sequence[str]) -> None:
+    """Raise if the option ``name`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_positive(fn: str, name: str, value: Scale) -> None:
+    """Check a positive finite float, or a one-element tensor (left unchecked to avoid a device sync)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{fn}: {name} must be a scalar tensor, got shape {_shape(value)}")
+    elif not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{fn}: {name} must be a positive finite number, got {value!r}")
+
+
+def full_precision(x: Tensor) -> torch.autocast:
+    """A context with autocast off on ``x``'s device, so float32 inputs give float32 results."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def prepare(x: Tensor, normalize: bool) -> Tensor:
+    """``x`` in float32, L2-normalised along the last dimension when ``normalize`` is true."""
+    x = x.float()
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def pairwise_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cosine similarity ``cos(a_i, b_i)`` in float32, shape ``[B]``."""
+    return (prepare(a, True) * prepare(b, True)).sum(dim=-1)
+
+
+def paired_distance(a: Tensor, b: Tensor, metric: str) -> Tensor:
+    """Row-wise distance ``d(a_i, b_i)``: ``1 - cos`` (``"cosine"``) or L2 (``"euclidean"``)."""
+    if metric == "cosine":
+        return 1.0 - pairwise_cosine(a, b)
+    return torch.linalg.vector_norm(a.float() - b.float(), dim=-1)
+
+
+def distance_matrix(x: Tensor, metric: str) -> Tensor:
+    """All pairwise distances ``D[i, j] = d(x_i, x_j)`` in float32, shape ``[B, B]``.
+
+    ``"cosine"`` is ``1 - cos``. ``"euclidean"`` expands ``|x_i|^2 - 2 x_i.x_j + |x_j|^2`` (one
+    matmul), clamps rounding error at zero and returns exactly 0 with zero gradient on the diagonal
+    and for coincident points, where ``sqrt`` has no derivative.
+    """
+    if metric == "cosine":
+        unit = prepare(x, True)
+        return 1.0 - unit @ unit.T
+    x = x.float()
+    squared_norms = (x * x).sum(dim=-1)
+    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (x @ x.T)
+    zero = (squared <= 0) | torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    return torch.where(zero, 0.0, squared.clamp_min(_MIN_SQUARED_DISTANCE).sqrt())
+
+
+def false_negative_mask(query_labels: Tensor, key_labels: Tensor, targets: Tensor, num_keys: int) -> Tensor:
+    """Boolean ``[Q, num_keys]`` mask of keys to drop from each query's softmax denominator.
+
+    Key ``j`` is masked for query ``i`` when it carries the same label (``key_labels[j] ==
+    query_labels[i]``) but is not the query's own target ``targets[i]``: a duplicate or another
+    sample of the same class, which would otherwise be pushed away as a negative. Only the first
+    ``len(key_labels)`` keys are labelled; keys after them (explicit hard negatives) are never masked.
+    """
+    labelled = torch.arange(key_labels.shape[0], device=targets.device)
+    mask = (query_labels[:, None] == key_labels[None, :]) & (labelled[None, :] != targets[:, None])
+    return F.pad(mask, (0, num_keys - key_labels.shape[0]))
+
+
+def contrastive_cross_entropy(
+    queries: Tensor,
+    keys: Tensor,
+    targets: Tensor,
+    scale: Scale,
+    query_labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+) -> Tensor:
+    """Per-query InfoNCE terms ``-log softmax_j(scale * q_i . k_j)[targets[i]]``, shape ``[Q]``.
+
+    ``queries`` ``[Q, d]`` and ``keys`` ``[K, d]`` are float32 embeddings, already normalised if the
+    loss is cosine-based; ``targets`` ``[Q]`` index the positive key of each query. With labels,
+    :func:`false_negative_mask` removes same-label keys from the denominator. Call inside
+    :func:`full_precision`.
+    """
+    logits = (queries @ keys.T) * scale
+    if query_labels is not None and key_labels is not None:
+        mask = false_negative_mask(query_labels, key_labels, targets, keys.shape[0])
+        logits = logits.masked_fill(mask, -math.inf)
+    return F.cross_entropy(logits, targets, reduction="none")

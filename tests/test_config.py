@@ -1,0 +1,71 @@
+"""Typed recipes: unknown keys and wrong types are errors that name the key; overrides are parsed as YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmcontrast.cli import main
+from mmcontrast.recipe import Recipe, load_recipe
+from mmcontrast.typed_config import ConfigError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    recipe, _ = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+
+
+def test_misspelled_key_in_file_is_named(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("data:\n  train: x.csv\ntrain:\n  lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lerning_rate'"):
+        load_recipe(path)
+
+
+def test_close_spelling_is_suggested(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("data:\n  train: x.csv\ntrain:\n  batchsize: 8\n")
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.batch_size'"):
+        load_recipe(path)
+
+
+def test_misspelled_key_from_cli_is_named(capsys):
+    code = main(["train", str(RECIPES[0]), "trian.lr=0.1"])
+    assert code == 2
+    assert "unknown key 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.batch_size=big", "train.batch_size"),
+        ("train.lr=[1, 2]", "train.lr"),
+        ("loss.name=hinge", "loss.name"),
+        ("train.mixed_precision=fp8", "train.mixed_precision"),
+        ("data.columns=anchor", "data.columns"),
+        ("model=cat", "model"),
+    ],
+)
+def test_wrong_type_is_named(override, key):
+    with pytest.raises(ConfigError, match=f"key '{key}'"):
+        load_recipe(RECIPES[0], [override])
+
+
+def test_overrides_parse_yaml_values():
+    recipe, raw = load_recipe(
+        RECIPES[0], ["train.lr=3e-5", "train.batch_size=4", "data.columns=[a, b]", "eval.sts=null"]
+    )
+    assert recipe.train.lr == pytest.approx(3e-5)
+    assert recipe.train.batch_size == 4
+    assert recipe.data.columns == ["a", "b"]
+    assert recipe.eval.sts is None
+    assert raw["train"]["lr"] == pytest.approx(3e-5)
+
+
+def test_malformed_override_is_explained():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_recipe(RECIPES[0], ["train.lr"])
