@@ -1,4 +1,4 @@
-"""``mmcontrast`` command line: train | eval | demo."""
+"""``mmcontrast`` command line: train | eval | demo | recipe-docs."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_docs(args: argparse.Namespace) -> int:
+    from mmcontrast.recipe import recipe_reference
+
+    print(recipe_reference(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmcontrast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the offline demo run by `make demo`")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.set_defaults(func=_demo)
+    docs = commands.add_parser("recipe-docs", help="print the recipe reference (docs/recipes.md) as markdown")
+    docs.set_defaults(func=_recipe_docs)
     return parser
 
 

@@ -14,7 +14,7 @@ from mmcontrast.data.tables import TableFormat
 from mmcontrast.engine.trainer import TrainingConfig
 from mmcontrast.methods.sbert import SbertLossConfig
 from mmcontrast.modalities.text import Pooling
-from mmcontrast.typed_config import apply_overrides, build, load_yaml
+from mmcontrast.typed_config import apply_overrides, build, load_yaml, reference_markdown
 
 
 @dataclass
@@ -119,3 +119,15 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple
     if not recipe.data.train:
         raise ValueError(f"{path or 'recipe'}: data.train is not set (a file, folder or hub dataset name)")
     return recipe, data
+
+
+def recipe_reference() -> str:
+    """The recipe reference page (docs/recipes.md), generated from the typed sections above."""
+    intro = (
+        "# Recipe reference\n\n"
+        "Generated from the typed configs by `mmcontrast recipe-docs` (a test checks it is current).\n"
+        "Every key can be set in a recipe file or overridden on the command line as `dotted.key=value`\n"
+        "(the value is read as YAML: `train.lr=3e-5`, `data.columns=[a, b]`, `eval.sts=null`).\n"
+        "An unknown key or a value of the wrong type stops with an error that names the key.\n\n"
+    )
+    return intro + reference_markdown(Recipe)

@@ -163,3 +163,52 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def to_dict(config: Any) -> dict[str, Any]:
     """The plain-dict form of a config dataclass (for saving next to a model)."""
     return dataclasses.asdict(config)
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of a dataclass docstring, as name -> text."""
+    docs: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    inside, current = False, None
+    for line in lines:
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            inside = True
+            continue
+        if not inside or not stripped:
+            continue
+        name, sep, text = stripped.partition(":")
+        if sep and name.isidentifier() and line.startswith(" " * 8) and not line.startswith(" " * 12):
+            current = name
+            docs[name] = text.strip()
+        elif current:
+            docs[current] += " " + stripped
+    return docs
+
+
+def reference_markdown(cls: type, prefix: str = "", heading: str = "##") -> str:
+    """Markdown reference of a config dataclass: one table per section, every key with type, default, meaning."""
+    hints = get_type_hints(cls)
+    docs = _attribute_docs(cls)
+    rows, sections = [], []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sections.append(reference_markdown(tp, f"{prefix}{f.name}.", heading))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        shown = shown.removesuffix("...").strip()
+        type_name = _type_name(tp).replace("|", "\\|")
+        meaning = docs.get(f.name, "").replace("|", "\\|").replace("``", "`")
+        rows.append(f"| `{prefix}{f.name}` | {type_name} | `{shown}` | {meaning} |")
+    title = prefix.rstrip(".") or "top level"
+    summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`")
+    table = "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *rows])
+    own = f"{heading} `{title}`\n\n{summary}\n\n{table}\n" if rows else ""
+    return "\n".join([own, *sections]).strip() + "\n"

@@ -69,3 +69,17 @@ def test_overrides_parse_yaml_values():
 def test_malformed_override_is_explained():
     with pytest.raises(ConfigError, match="key=value"):
         load_recipe(RECIPES[0], ["train.lr"])
+
+
+def test_recipe_reference_is_current():
+    from mmcontrast.recipe import recipe_reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+    assert page.read_text() == recipe_reference(), "docs/recipes.md is stale: run `mmcontrast recipe-docs`"
+
+
+def test_every_recipe_key_is_documented():
+    from mmcontrast.recipe import recipe_reference
+
+    undocumented = [line for line in recipe_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    assert not undocumented

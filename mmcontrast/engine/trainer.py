@@ -2,8 +2,9 @@
 
 The loop knows the :class:`~mmcontrast.methods.base.Method` interface only: ``collate`` runs in the
 DataLoader, ``forward`` (= ``loss(embed(batch))``) gives a :class:`LossOutput`. It handles distribution and
-mixed precision (Accelerate), AdamW + a transformers schedule, gradient accumulation and clipping, a progress
-bar with loss and throughput, TensorBoard logging, periodic evaluation, atomic checkpoints and exact resume.
+mixed precision (Accelerate), AdamW + a transformers schedule, gradient accumulation and clipping, cached large
+batches (GradCache, through the ``embed`` / ``loss`` split), a progress bar with loss and throughput,
+TensorBoard logging, periodic evaluation, atomic checkpoints and exact resume.
 
 Resume is exact: the data order of an epoch is a function of ``(seed, epoch)`` (the batch sampler), the
 RNG states, optimizer and scheduler come back from the checkpoint, and the loop skips the batches already
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mmcontrast.engine.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
-from mmcontrast.methods.base import Method
+from mmcontrast.methods.base import LossOutput, Method
 
 Evaluator = Callable[[Method], dict[str, float]]
 
@@ -50,6 +51,10 @@ class TrainingConfig:
         max_grad_norm: gradient clipping norm (0 disables).
         mixed_precision: ``no``, ``bf16`` or ``fp16`` (losses keep their logits in fp32 regardless).
         gradient_accumulation_steps: micro-batches per optimizer step.
+        cache_chunk_size: cached large batch (GradCache): embed the batch in chunks of this many rows without
+            gradient, compute the loss once over all cached embeddings, then re-embed chunk by chunk with
+            gradient. Exact for every method (same gradients as the whole batch, up to dropout masks drawn per
+            chunk and batch-norm statistics computed per chunk); memory is that of one chunk plus the loss.
         seed: seed of the initialisation, the data order and dropout.
         save_steps: write a checkpoint every N steps (0: none during training).
         save_total_limit: checkpoints kept (oldest removed first).
@@ -70,6 +75,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_accumulation_steps: int = 1
+    cache_chunk_size: int | None = None
     seed: int = 42
     save_steps: int = 0
     save_total_limit: int = 2
@@ -139,7 +145,9 @@ class Trainer:
         set_seed(config.seed)
         self.dataset = dataset
         self.batch_sampler = batch_sampler
-        self.collate = method.collate
+        self.collate = (
+            _ChunkedCollate(method.collate, config.cache_chunk_size) if config.cache_chunk_size else method.collate
+        )
         optimizer = torch.optim.AdamW(_parameter_groups(method, config.weight_decay), lr=config.lr)
         self.steps_per_epoch = math.ceil(len(batch_sampler) / config.gradient_accumulation_steps)
         if self.steps_per_epoch == 0:
@@ -188,6 +196,49 @@ class Trainer:
         state = {"global_step": step, "log_history": self.log_history}
         save_checkpoint(self.accelerator, self.checkpoint_root, step, state, self.config.save_total_limit)
 
+    def backward(
+        self, batch: dict[str, Any], scale: float = 1.0, step: int = 0, sync_gradients: bool = True
+    ) -> LossOutput:
+        """Forward and backward of one (micro-)batch; gradients of ``scale * loss`` accumulate in ``.grad``."""
+        if self.config.cache_chunk_size:
+            return self._cached_backward(batch, scale, step, sync_gradients)
+        output = self.model(batch)
+        _check_finite(output.loss, step)
+        self.accelerator.backward(output.loss * scale)
+        return output
+
+    def _cached_backward(
+        self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool
+    ) -> LossOutput:
+        """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad."""
+        chunks, states, cached = batch["chunks"], [], []
+        with self.accelerator.no_sync(self.model):
+            with torch.no_grad():
+                for chunk in chunks:
+                    states.append(_rng_state())
+                    cached.append(self.model(chunk, embed_only=True))
+            embeddings = {
+                key: torch.cat([c[key] for c in cached]).detach().requires_grad_() for key in cached[0]
+            }
+            output = self.model(batch["batch"], embeddings=embeddings)
+            _check_finite(output.loss, step)
+            self.accelerator.backward(output.loss * scale)
+            start = 0
+            for chunk, state, done in zip(chunks, states, cached, strict=True):
+                _set_rng_state(state)  # the same dropout masks as in the cached pass
+                rows = next(iter(done.values())).shape[0]
+                fresh = self.model(chunk, embed_only=True)
+                # the cache gradients already carry any fp16 loss scale: plain backward, not accelerator.backward
+                surrogate = sum((fresh[k] * embeddings[k].grad[start : start + rows]).sum() for k in fresh)
+                surrogate.backward()
+                start += rows
+        if sync_gradients and self.accelerator.num_processes > 1:
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad)
+                    parameter.grad /= self.accelerator.num_processes
+        return output
+
     def train(self, resume_from: str | None = None) -> TrainingResult:
         """Run to ``total_steps``; ``resume_from`` is ``latest`` or a checkpoint folder."""
         config, accelerator = self.config, self.accelerator
@@ -217,13 +268,7 @@ class Trainer:
                 batch = send_to_device(batch, accelerator.device)
                 sync = contextlib.nullcontext() if boundary else accelerator.no_sync(self.model)
                 with sync:
-                    output = self.model(batch)
-                    if not torch.isfinite(output.loss):
-                        raise FloatingPointError(
-                            f"the loss is {output.loss.item()} at step {step + 1} (epoch {epoch}). Lower train.lr, "
-                            "check the data for degenerate rows, or use mixed_precision=bf16 instead of fp16."
-                        )
-                    accelerator.backward(output.loss / accumulation)
+                    output = self.backward(batch, 1.0 / accumulation, step + 1, sync_gradients=boundary)
                 window_loss += output.loss.detach().float().item()
                 window_batches += 1
                 window_rows += _rows(batch)
@@ -266,7 +311,39 @@ class Trainer:
         return TrainingResult(step, self.log_history, final)
 
 
+class _ChunkedCollate:
+    """Collate the whole batch (for the loss) and its row chunks (for the cached embedding passes)."""
+
+    def __init__(self, collate: Callable[[list[Any]], dict[str, Any]], chunk_size: int) -> None:
+        self.collate, self.chunk_size = collate, chunk_size
+
+    def __call__(self, rows: list[Any]) -> dict[str, Any]:
+        chunks = [self.collate(rows[i : i + self.chunk_size]) for i in range(0, len(rows), self.chunk_size)]
+        return {"batch": self.collate(rows), "chunks": chunks}
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"the loss is {loss.item()} at step {step}. Lower train.lr, check the data for degenerate rows, "
+            "or use mixed_precision=bf16 instead of fp16."
+        )
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 def _rows(batch: dict[str, Any]) -> int:
+    if "chunks" in batch:
+        return _rows(batch["batch"])
     if "num_rows" in batch:
         return int(batch["num_rows"])
     first = next(v for v in batch.values() if isinstance(v, torch.Tensor))

@@ -129,34 +129,55 @@ def paired_distance(a: Tensor, b: Tensor, metric: str) -> Tensor:
     return torch.linalg.vector_norm(a.float() - b.float(), dim=-1)
 
 
-def distance_matrix(x: Tensor, metric: str) -> Tensor:
-    """All pairwise distances ``D[i, j] = d(x_i, x_j)`` in float32, shape ``[B, B]``.
+def distance_matrix(queries: Tensor, keys: Tensor, metric: str, self_columns: Tensor) -> Tensor:
+    """Pairwise distances ``D[i, j] = d(queries_i, keys_j)`` in float32, shape ``[Q, K]``.
 
-    ``"cosine"`` is ``1 - cos``. ``"euclidean"`` expands ``|x_i|^2 - 2 x_i.x_j + |x_j|^2`` (one
-    matmul), clamps rounding error at zero and returns exactly 0 with zero gradient on the diagonal
-    and for coincident points, where ``sqrt`` has no derivative.
+    ``self_columns[i]`` is the column that holds query ``i`` itself (``arange(B)`` for a batch
+    against itself; shifted by the rank's offset against the gathered batch). ``"cosine"`` is
+    ``1 - cos``. ``"euclidean"`` expands ``|q_i|^2 - 2 q_i.k_j + |k_j|^2`` (one matmul), clamps
+    rounding error at zero and returns exactly 0 with zero gradient at the self column and for
+    coincident points, where ``sqrt`` has no derivative.
     """
     if metric == "cosine":
-        unit = prepare(x, True)
-        return 1.0 - unit @ unit.T
-    x = x.float()
-    squared_norms = (x * x).sum(dim=-1)
-    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * (x @ x.T)
-    zero = (squared <= 0) | torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+        return 1.0 - prepare(queries, True) @ prepare(keys, True).T
+    queries, keys = queries.float(), keys.float()
+    squared = (queries * queries).sum(dim=-1)[:, None] + (keys * keys).sum(dim=-1)[None, :] - 2.0 * (queries @ keys.T)
+    columns = torch.arange(keys.shape[0], device=keys.device)
+    zero = (squared <= 0) | (columns[None, :] == self_columns[:, None])
     return torch.where(zero, 0.0, squared.clamp_min(_MIN_SQUARED_DISTANCE).sqrt())
 
 
-def false_negative_mask(query_labels: Tensor, key_labels: Tensor, targets: Tensor, num_keys: int) -> Tensor:
+def false_negative_mask(
+    query_labels: Tensor, key_labels: Tensor, targets: Tensor, num_keys: int, first_key: int = 0
+) -> Tensor:
     """Boolean ``[Q, num_keys]`` mask of keys to drop from each query's softmax denominator.
 
     Key ``j`` is masked for query ``i`` when it carries the same label (``key_labels[j] ==
     query_labels[i]``) but is not the query's own target ``targets[i]``: a duplicate or another
     sample of the same class, which would otherwise be pushed away as a negative. Only the first
-    ``len(key_labels)`` keys are labelled; keys after them (explicit hard negatives) are never masked.
+    ``len(key_labels)`` keys are labelled; keys after them (explicit hard negatives, a queue) are
+    never masked. The mask covers keys ``first_key .. first_key + num_keys - 1``, so a tile of the
+    key columns gets its own slice of the full mask.
     """
-    labelled = torch.arange(key_labels.shape[0], device=targets.device)
-    mask = (query_labels[:, None] == key_labels[None, :]) & (labelled[None, :] != targets[:, None])
-    return F.pad(mask, (0, num_keys - key_labels.shape[0]))
+    labelled = torch.arange(first_key, max(first_key, min(first_key + num_keys, key_labels.shape[0])), device=targets.device)
+    mask = (query_labels[:, None] == key_labels[None, labelled]) & (labelled[None, :] != targets[:, None])
+    return F.pad(mask, (0, num_keys - labelled.shape[0]))
+
+
+def contrastive_logits(
+    queries: Tensor,
+    keys: Tensor,
+    targets: Tensor,
+    scale: Scale,
+    query_labels: Tensor | None = None,
+    key_labels: Tensor | None = None,
+) -> Tensor:
+    """The ``[Q, K]`` logits ``scale * q_i . k_j``, with false negatives (given labels) set to ``-inf``."""
+    logits = (queries @ keys.T) * scale
+    if query_labels is not None and key_labels is not None:
+        mask = false_negative_mask(query_labels, key_labels, targets, keys.shape[0])
+        logits = logits.masked_fill(mask, -math.inf)
+    return logits
 
 
 def contrastive_cross_entropy(
@@ -171,11 +192,9 @@ def contrastive_cross_entropy(
 
     ``queries`` ``[Q, d]`` and ``keys`` ``[K, d]`` are float32 embeddings, already normalised if the
     loss is cosine-based; ``targets`` ``[Q]`` index the positive key of each query. With labels,
-    :func:`false_negative_mask` removes same-label keys from the denominator. Call inside
-    :func:`full_precision`.
+    :func:`false_negative_mask` removes same-label keys from the denominator. This materialises the
+    ``[Q, K]`` logits; :func:`mmcontrast.losses.tiled.cross_entropy_terms` picks between it and the
+    tiled form. Call inside :func:`full_precision`.
     """
-    logits = (queries @ keys.T) * scale
-    if query_labels is not None and key_labels is not None:
-        mask = false_negative_mask(query_labels, key_labels, targets, keys.shape[0])
-        logits = logits.masked_fill(mask, -math.inf)
+    logits = contrastive_logits(queries, keys, targets, scale, query_labels, key_labels)
     return F.cross_entropy(logits, targets, reduction="none")

@@ -37,5 +37,18 @@ class Method(nn.Module):
         """The training loss over the embeddings of a whole batch."""
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, Any]) -> LossOutput:
-        return self.loss(self.embed(batch), batch)
+    def forward(
+        self,
+        batch: dict[str, Any],
+        *,
+        embed_only: bool = False,
+        embeddings: dict[str, torch.Tensor] | None = None,
+    ) -> LossOutput | dict[str, torch.Tensor]:
+        """``loss(embed(batch), batch)``; or only ``embed(batch)``; or only the loss on given embeddings.
+
+        The engine calls the three forms through the (possibly distributed) wrapper of the method, which is
+        why they share ``forward`` instead of being called as methods of the unwrapped module.
+        """
+        if embed_only:
+            return self.embed(batch)
+        return self.loss(self.embed(batch) if embeddings is None else embeddings, batch)

@@ -38,7 +38,8 @@ class SbertLossConfig:
     """Loss of the Sentence-BERT method.
 
     Attributes:
-        name: which loss (see the module docstring).
+        name: ``info_nce`` for (anchor, positive[, negatives...]) rows; ``cosine_similarity`` or ``cosent``
+            for scored pairs; ``pair_margin`` for pairs labelled 0/1; ``triplet`` for (text, class) rows.
         scale: similarity scale (1 / temperature) of ``info_nce`` and ``cosent``.
         symmetric: ``info_nce`` also from positives to anchors.
         margin: margin of ``pair_margin`` (default 0.5) and ``triplet`` (default 5.0).
