@@ -81,5 +81,7 @@ def test_recipe_reference_is_current():
 def test_every_recipe_key_is_documented():
     from mmcontrast.recipe import recipe_reference
 
-    undocumented = [line for line in recipe_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")]
+    undocumented = [
+        line for line in recipe_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")
+    ]
     assert not undocumented
