@@ -58,7 +58,7 @@ def run_demo(output_dir: str = "runs/demo") -> dict:
         "train.logging_steps=5",
         f"eval.sts={dev}",
     ]
-    recipe, raw = load_recipe(None, overrides)
+    recipe, raw = load_recipe(None, ["method=sbert", *overrides])
     before = STSEvaluator.from_file(dev)(lambda texts: TextEncoder.from_pretrained(model).encode(texts))
     summary = train_recipe(recipe, raw)
     after = summary["metrics"].get("sts/spearman_cosine")

@@ -189,7 +189,7 @@ def _attribute_docs(cls: type) -> dict[str, str]:
 def reference_markdown(cls: type, prefix: str = "", heading: str = "##") -> str:
     """Markdown reference of a config dataclass: one table per section, every key with type, default, meaning."""
     hints = get_type_hints(cls)
-    docs = _attribute_docs(cls)
+    docs = {k: v for base in reversed(cls.__mro__) for k, v in _attribute_docs(base).items()}
     rows, sections = [], []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mmcontrast.cli import main
-from mmcontrast.recipe import Recipe, load_recipe
+from mmcontrast.recipe import load_recipe
+from mmcontrast.recipes.base import RecipeBase
 from mmcontrast.typed_config import ConfigError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -16,19 +17,19 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(path):
     recipe, _ = load_recipe(path)
-    assert isinstance(recipe, Recipe)
+    assert isinstance(recipe, RecipeBase)
 
 
 def test_misspelled_key_in_file_is_named(tmp_path):
     path = tmp_path / "recipe.yaml"
-    path.write_text("data:\n  train: x.csv\ntrain:\n  lerning_rate: 0.1\n")
+    path.write_text("method: sbert\ndata:\n  train: x.csv\ntrain:\n  lerning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown key 'train\.lerning_rate'"):
         load_recipe(path)
 
 
 def test_close_spelling_is_suggested(tmp_path):
     path = tmp_path / "recipe.yaml"
-    path.write_text("data:\n  train: x.csv\ntrain:\n  batchsize: 8\n")
+    path.write_text("method: sbert\ndata:\n  train: x.csv\ntrain:\n  batchsize: 8\n")
     with pytest.raises(ConfigError, match=r"did you mean 'train\.batch_size'"):
         load_recipe(path)
 
@@ -85,3 +86,10 @@ def test_every_recipe_key_is_documented():
         line for line in recipe_reference().splitlines() if line.startswith("| `") and line.endswith("|  |")
     ]
     assert not undocumented
+
+
+def test_unknown_method_is_named(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("method: moco-v9\n")
+    with pytest.raises(ConfigError, match=r"key 'method' must be one of .*sbert.*'moco-v9'"):
+        load_recipe(path)

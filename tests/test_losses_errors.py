@@ -13,12 +13,14 @@ from mmcontrast.losses import (
     LogitScale,
     NTXentLoss,
     PairMarginLoss,
+    SigmoidLoss,
     TripletMarginLoss,
     cosent_loss,
     cosine_similarity_loss,
     info_nce,
     nt_xent,
     pair_margin_loss,
+    sigmoid_loss,
     triplet_margin_loss,
 )
 
@@ -109,7 +111,33 @@ CASES = {
         TypeError,
         "info_nce: anchors must be a floating-point tensor",
     ),
+    "info_nce shared negatives dim": (
+        lambda: info_nce(x(4, 8), x(4, 8), shared_negatives=x(16, 7)),
+        ValueError,
+        "info_nce: shared_negatives has shape (16, 7) but anchors has shape (4, 8); "
+        "shared_negatives must be [M, d] with d=8",
+    ),
+    "info_nce shared negatives 3-D": (
+        lambda: info_nce(x(4, 8), x(4, 8), shared_negatives=x(4, 2, 8)),
+        ValueError,
+        "info_nce: shared_negatives must have shape [M, d], got a 3-D tensor",
+    ),
+    "info_nce chunk_size": (
+        lambda: info_nce(x(4, 8), x(4, 8), chunk_size=0),
+        ValueError,
+        "info_nce: chunk_size must be a positive int or None, got 0",
+    ),
+    "info_nce float chunk_size": (
+        lambda: info_nce(x(4, 8), x(4, 8), chunk_size=2.5),
+        ValueError,
+        "info_nce: chunk_size must be a positive int or None, got 2.5",
+    ),
     # nt_xent
+    "nt_xent chunk_size": (
+        lambda: nt_xent(x(4, 8), x(4, 8), chunk_size=-1),
+        ValueError,
+        "nt_xent: chunk_size must be a positive int or None, got -1",
+    ),
     "nt_xent shape mismatch": (
         lambda: nt_xent(x(4, 8), x(5, 8)),
         ValueError,
@@ -234,7 +262,45 @@ CASES = {
         ValueError,
         "cosine_similarity_loss: scores has shape (4, 1)",
     ),
+    # sigmoid_loss
+    "sigmoid shape mismatch": (
+        lambda: sigmoid_loss(x(4, 8), x(3, 8)),
+        ValueError,
+        "sigmoid_loss: a has shape (4, 8) but b has shape (3, 8); every a needs exactly one positive b",
+    ),
+    "sigmoid NaN": (
+        lambda: sigmoid_loss(x(4, 8), with_value(x(4, 8), (2, 1), float("nan"))),
+        ValueError,
+        "sigmoid_loss: b contains NaN or Inf at row 2",
+    ),
+    "sigmoid scale": (lambda: sigmoid_loss(x(4, 8), x(4, 8), scale=-1.0), ValueError, "sigmoid_loss: scale must be"),
+    "sigmoid bias": (
+        lambda: sigmoid_loss(x(4, 8), x(4, 8), bias=float("nan")),
+        ValueError,
+        "sigmoid_loss: bias must be a finite number, got nan",
+    ),
+    "sigmoid tensor bias": (
+        lambda: sigmoid_loss(x(4, 8), x(4, 8), bias=torch.zeros(2)),
+        ValueError,
+        "sigmoid_loss: bias must be a scalar tensor, got shape (2,)",
+    ),
+    "sigmoid chunk_size": (
+        lambda: sigmoid_loss(x(4, 8), x(4, 8), chunk_size=True),
+        ValueError,
+        "sigmoid_loss: chunk_size must be a positive int or None, got True",
+    ),
     # modules
+    "SigmoidLoss bias_init": (
+        lambda: SigmoidLoss(bias_init=float("inf")),
+        ValueError,
+        "SigmoidLoss: bias_init must be a finite number, got inf",
+    ),
+    "SigmoidLoss scale_init": (lambda: SigmoidLoss(scale_init=0.5), ValueError, "LogitScale: init must lie in"),
+    "InfoNCELoss chunk_size": (
+        lambda: InfoNCELoss(chunk_size=0),
+        ValueError,
+        "InfoNCELoss: chunk_size must be a positive int or None",
+    ),
     "InfoNCELoss scale and logit_scale": (
         lambda: InfoNCELoss(scale=10.0, logit_scale=LogitScale()),
         ValueError,

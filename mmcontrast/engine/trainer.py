@@ -207,9 +207,7 @@ class Trainer:
         self.accelerator.backward(output.loss * scale)
         return output
 
-    def _cached_backward(
-        self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool
-    ) -> LossOutput:
+    def _cached_backward(self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool) -> LossOutput:
         """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad."""
         chunks, states, cached = batch["chunks"], [], []
         with self.accelerator.no_sync(self.model):
@@ -217,9 +215,7 @@ class Trainer:
                 for chunk in chunks:
                     states.append(_rng_state())
                     cached.append(self.model(chunk, embed_only=True))
-            embeddings = {
-                key: torch.cat([c[key] for c in cached]).detach().requires_grad_() for key in cached[0]
-            }
+            embeddings = {key: torch.cat([c[key] for c in cached]).detach().requires_grad_() for key in cached[0]}
             output = self.model(batch["batch"], embeddings=embeddings)
             _check_finite(output.loss, step)
             self.accelerator.backward(output.loss * scale)

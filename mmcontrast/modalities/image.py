@@ -1,0 +1,163 @@
+"""Image adapter: a vision backbone from timm, torchvision, transformers or open_clip, with its preprocessing.
+
+``ImageEncoder.create(name)`` picks the library by prefix:
+
+- ``timm/<model>``        ``timm.create_model(model, num_classes=0)`` (pooled features);
+- ``torchvision/<model>`` ``torchvision.models.get_model(model)`` with its classifier replaced by identity;
+- ``open_clip/<model>``   the visual tower of ``open_clip.create_model(model)`` (already projected);
+- a folder with ``config.json`` -> a transformers vision model (``AutoModel``), pooled by ``pooler_output``
+  when it has one, else the first (CLS) token.
+
+Backbones start randomly initialised; ``weights=`` loads a local safetensors / PyTorch state dict (never a hub
+download). Preprocessing (input size, mean, std) comes from the backbone's own config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a local ``.safetensors`` file or a PyTorch state dict (loaded with ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Evaluation preprocessing: RGB, resize the short side, centre crop, scale to [0, 1], normalise."""
+    return v2.Compose(
+        [
+            v2.Lambda(lambda image: image.convert("RGB") if isinstance(image, Image.Image) else image),
+            v2.ToImage(),
+            v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+class ImageEncoder(nn.Module):
+    """A vision backbone mapping ``[B, 3, H, W]`` pixels to ``[B, d]`` features.
+
+    Args:
+        backbone: the vision model.
+        kind: ``timm``, ``torchvision``, ``open_clip`` or ``transformers`` (how to call it and pool).
+        embedding_dim: size of the features it returns.
+        image_size: side of the square input.
+        mean, std: normalisation of the input.
+        name: what it was created from (kept for export and model cards).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        kind: str,
+        embedding_dim: int,
+        image_size: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.kind = kind
+        self.embedding_dim = embedding_dim
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.name = name
+        self.transform = image_transform(image_size, self.mean, self.std)
+
+    @classmethod
+    def create(cls, name: str, *, image_size: int | None = None, weights: str | None = None, **options) -> ImageEncoder:
+        """Build the backbone named ``name`` (see the module docstring); ``options`` go to its constructor."""
+        library, _, model = name.partition("/")
+        if library == "timm" and model:
+            import timm
+
+            extra = {"img_size": image_size} if image_size and "vit" in model else {}
+            backbone = timm.create_model(model, pretrained=False, num_classes=0, **extra, **options)
+            config = timm.data.resolve_data_config({}, model=backbone)
+            size = image_size or config["input_size"][-1]
+            encoder = cls(backbone, "timm", backbone.num_features, size, config["mean"], config["std"], name)
+        elif library == "torchvision" and model:
+            import torchvision
+
+            backbone = torchvision.models.get_model(model, weights=None, **options)
+            for head in ("fc", "classifier", "heads"):
+                if hasattr(backbone, head):
+                    setattr(backbone, head, nn.Identity())
+                    break
+            size = image_size or 224
+            with torch.no_grad():
+                backbone.eval()
+                dim = backbone(torch.zeros(2, 3, size, size)).shape[-1]
+                backbone.train()
+            encoder = cls(backbone, "torchvision", dim, size, IMAGENET_MEAN, IMAGENET_STD, name)
+        elif library == "open_clip" and model:
+            import open_clip
+
+            visual = open_clip.create_model(model, pretrained=None, **options).visual
+            size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+            config = visual.preprocess_cfg
+            encoder = cls(visual, "open_clip", visual.output_dim, size, config["mean"], config["std"], name)
+        elif (Path(name) / "config.json").is_file():
+            encoder = cls.from_transformers(name)
+        else:
+            raise ValueError(
+                f"image backbone '{name}' is not understood: use timm/<model>, torchvision/<model>, "
+                "open_clip/<model> or a local transformers folder"
+            )
+        if weights:
+            missing, unexpected = encoder.backbone.load_state_dict(load_state_dict(weights), strict=False)
+            if unexpected or len(missing) == len(list(encoder.backbone.state_dict())):
+                raise ValueError(
+                    f"weights '{weights}' do not fit backbone '{name}' (unexpected keys: {unexpected[:5]}, "
+                    f"missing: {missing[:5]})"
+                )
+        return encoder
+
+    @classmethod
+    def from_transformers(cls, source: str | Path | nn.Module) -> ImageEncoder:
+        """A transformers vision model, from a folder or an instance (e.g. a tiny model built from a config)."""
+        from transformers import AutoModel
+
+        backbone = AutoModel.from_pretrained(str(source)) if not isinstance(source, nn.Module) else source
+        config = backbone.config
+        config = getattr(config, "vision_config", config)
+        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        if isinstance(source, (str, Path)) and (Path(source) / "preprocessor_config.json").is_file():
+            from transformers import AutoImageProcessor
+
+            processor = AutoImageProcessor.from_pretrained(str(source))
+            mean, std = processor.image_mean, processor.image_std
+        return cls(
+            backbone, "transformers", config.hidden_size, size, mean, std, str(getattr(source, "name_or_path", source))
+        )
+
+    def preprocess(self, images: Sequence[Image.Image | torch.Tensor]) -> torch.Tensor:
+        """PIL images (or uint8 / float image tensors) -> a normalised ``[B, 3, S, S]`` batch."""
+        return torch.stack([self.transform(image) for image in images])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` -> ``[B, d]`` pooled features."""
+        if self.kind != "transformers":
+            return self.backbone(pixel_values)
+        output = self.backbone(pixel_values=pixel_values)
+        pooled = getattr(output, "pooler_output", None)
+        return pooled if pooled is not None else output.last_hidden_state[:, 0]

@@ -1,0 +1,68 @@
+"""What every recipe shares: the common keys, the parts a recipe builds, and the batch sampler choice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+
+from mmcontrast.data.samplers import NoDuplicatesBatchSampler, ShuffledBatchSampler
+from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
+from mmcontrast.methods.base import Method
+
+
+@dataclass
+class RecipeBase:
+    """Keys of every recipe.
+
+    Attributes:
+        method: the training method.
+        output_dir: run folder; the trained model goes to `OUTPUT_DIR/model`.
+        resume_from: `latest` or a checkpoint folder to continue a run from.
+        train: optimisation, precision, checkpointing.
+    """
+
+    method: str = ""
+    output_dir: str = "runs/run"
+    resume_from: str | None = None
+    train: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass
+class RecipeParts:
+    """What a recipe builds for the engine: the method, its data, the evaluators, and how to export.
+
+    Attributes:
+        method: the method to train.
+        dataset: rows indexable by integer.
+        batch_sampler: seeded, sharded batch sampler over ``dataset``.
+        evaluators: name -> callable(method) -> metrics.
+        export: writes the trained model folder; called with (method, training result, run folder).
+        skipped_rows: bad rows dropped from the data (reported at the end).
+    """
+
+    method: Method
+    dataset: Sequence[Any]
+    batch_sampler: Any
+    evaluators: dict[str, Evaluator]
+    export: Callable[[Method, TrainingResult, Path], Path]
+    skipped_rows: int = 0
+
+
+def batch_sampler(
+    train: TrainingConfig, num_rows: int, keys: Sequence[Sequence[Any]] | None = None
+) -> ShuffledBatchSampler:
+    """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch."""
+    state = PartialState()
+    common = {
+        "seed": train.seed,
+        "drop_last": train.drop_last,
+        "num_replicas": state.num_processes,
+        "rank": state.process_index,
+    }
+    if keys is not None:
+        return NoDuplicatesBatchSampler(keys, train.batch_size, **common)
+    return ShuffledBatchSampler(num_rows, train.batch_size, **common)
