@@ -1,4 +1,4 @@
-"""``mmcontrast`` command line: train | eval | demo | recipe-docs."""
+"""``mmcontrast`` command line: train | eval | zero-shot | demo | recipe-docs."""
 
 from __future__ import annotations
 
@@ -40,6 +40,57 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zero_shot(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from mmcontrast.data.images import DecodedImages, load_image_rows
+    from mmcontrast.evaluation.zero_shot import (
+        TransformersDualEncoder,
+        image_text_retrieval,
+        plot_confusion_matrix,
+        zero_shot_classifier,
+        zero_shot_metrics,
+    )
+
+    if not (args.data or args.images or args.retrieval):
+        raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")
+    encoder = TransformersDualEncoder(args.model)
+    report: dict = {}
+    if args.data or args.images:
+        rows = load_image_rows(args.data, split=args.split) if args.data else None
+        classes = args.classes or (rows.classes if rows else None)
+        if not classes:
+            raise ValueError("give the class names with --classes (the data has no class names)")
+        classifier = zero_shot_classifier(encoder, classes, args.templates)
+        if rows is not None:
+            if rows.skipped:
+                report["skipped_images"] = len(rows.skipped)
+            images = [DecodedImages(rows.rows)[i]["image"] for i in range(len(rows.rows))]
+            labels = [row["label"] for row in rows.rows]
+            report["zero_shot"], predictions = zero_shot_metrics(encoder.encode_images(images), labels, classifier)
+            if args.confusion_matrix:
+                plot_confusion_matrix(labels, predictions.tolist(), classes, args.confusion_matrix)
+                report["confusion_matrix"] = args.confusion_matrix
+        if args.images:
+            opened = []
+            for path in args.images:
+                with Image.open(path) as image:
+                    opened.append(image.convert("RGB"))
+            scores = (encoder.encode_images(opened) @ classifier.T).softmax(dim=-1)
+            report["predictions"] = {
+                path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
+                for path, row in zip(args.images, scores, strict=True)
+            }
+    if args.retrieval:
+        paired = load_image_rows(args.retrieval, split=args.split)
+        images = [DecodedImages(paired.rows)[i]["image"] for i in range(len(paired.rows))]
+        report["retrieval"] = image_text_retrieval(
+            encoder.encode_images(images), [row["caption"] for row in paired.rows], encoder
+        )
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mmcontrast.demo import run_demo
 
@@ -71,6 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--limit", type=int, default=None, help="first N rows only")
     evaluate.set_defaults(func=_eval)
+
+    zero_shot = commands.add_parser(
+        "zero-shot", help="zero-shot image classification / image-text retrieval with a saved dual encoder"
+    )
+    zero_shot.add_argument("--model", required=True, help="a transformers CLIPModel / dual-encoder folder")
+    zero_shot.add_argument("--classes", nargs="+", help="class names (default: the --data class names)")
+    zero_shot.add_argument(
+        "--templates", nargs="+", default=["a photo of a {}."], help="prompt templates, averaged per class"
+    )
+    zero_shot.add_argument("--data", help="labelled images: sklearn:digits or a folder with a sub-folder per class")
+    zero_shot.add_argument("--split", default="test", help="split of sklearn:digits (train, test, all)")
+    zero_shot.add_argument("--images", nargs="+", help="image files to classify")
+    zero_shot.add_argument("--confusion-matrix", help="write the confusion matrix of --data to this PNG")
+    zero_shot.add_argument("--retrieval", help="captioned images for image-text retrieval recall@1/5/10")
+    zero_shot.set_defaults(func=_zero_shot)
 
     demo = commands.add_parser("demo", help="the offline demo run by `make demo`")
     demo.add_argument("--output-dir", default="runs/demo")

@@ -19,8 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-Pooling = Literal["mean", "cls", "last"]
-POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
+Pooling = Literal["mean", "cls", "last", "pooler"]
+POOLINGS: tuple[str, ...] = ("mean", "cls", "last", "pooler")
 
 # sentence-transformers' classic module names: every release from 2.x to 6.x loads these.
 _ST_TRANSFORMER = "sentence_transformers.models.Transformer"
@@ -75,7 +75,8 @@ class TextEncoder(nn.Module):
     Args:
         transformer: a transformers model whose output has ``last_hidden_state``.
         tokenizer: its tokenizer.
-        pooling: ``"mean"`` over non-padding tokens, ``"cls"`` (first token) or ``"last"`` (last non-padding token).
+        pooling: ``"mean"`` over non-padding tokens, ``"cls"`` (first token), ``"last"`` (last non-padding
+            token) or ``"pooler"`` (the model's own ``pooler_output``: CLIP's end-of-text token, BERT's pooler).
         normalize: L2-normalise the pooled embedding.
         max_length: tokens kept per text (longer texts are truncated).
     """
@@ -145,9 +146,11 @@ class TextEncoder(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed tokenised texts: [B, L] token ids -> [B, d] pooled embeddings."""
-        hidden = self.transformer(**features).last_hidden_state
-        mask = features["attention_mask"]
-        if self.pooling == "mean":
+        output = self.transformer(**features)
+        hidden, mask = output.last_hidden_state, features["attention_mask"]
+        if self.pooling == "pooler":
+            pooled = output.pooler_output
+        elif self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         elif self.pooling == "cls":
@@ -181,6 +184,11 @@ class TextEncoder(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write a sentence-transformers folder (transformer, tokenizer, pooling, normalisation)."""
+        if self.pooling == "pooler":
+            raise ValueError(
+                "pooling 'pooler' has no sentence-transformers equivalent; export this encoder as part of a "
+                "transformers model instead (or train it with mean, cls or last pooling)"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.transformer.save_pretrained(directory)

@@ -1,0 +1,175 @@
+"""Image data: labelled and captioned image rows from sklearn's digits, an image folder or a table of paths.
+
+Every image file is decoded once before training; a corrupted or truncated file is skipped, counted and
+reported (not a crash mid-run, and batches stay full and equal across processes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_CAPTIONS = (
+    "a photo of the digit {}.",
+    "a handwritten {}.",
+    "the number {}.",
+    "a blurry picture of a {}.",
+)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageRows:
+    """Image rows plus the bookkeeping of what was dropped.
+
+    Attributes:
+        rows: dicts with ``image`` (a PIL image, or a path decoded on access) and ``label`` and/or ``caption``.
+        classes: class names when the rows are labelled.
+        skipped: (source, reason) of every unreadable image that was dropped.
+    """
+
+    rows: list[dict[str, Any]]
+    classes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class DecodedImages(Sequence):
+    """Rows whose ``image`` path is opened as an RGB PIL image when a row is read (in DataLoader workers)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        row = dict(self.rows[index])
+        if isinstance(row["image"], (str, Path)):
+            with Image.open(row["image"]) as image:
+                row["image"] = image.convert("RGB")
+        return row
+
+
+def digits(split: str = "train", *, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> ImageRows:
+    """sklearn's 1797 8x8 hand-written digits as RGB images of ``image_size``, split by a stratified seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"digits split must be train, test or all, got '{split}'")
+    data = load_digits()
+    indices = np.arange(len(data.target))
+    if split != "all":
+        train, test = train_test_split(indices, test_size=test_fraction, stratify=data.target, random_state=seed)
+        indices = train if split == "train" else test
+    rows = []
+    for i in indices:
+        pixels = (data.images[i] * (255.0 / 16.0)).astype(np.uint8)
+        image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.Resampling.BICUBIC)
+        rows.append({"image": image.convert("RGB"), "label": int(data.target[i])})
+    return ImageRows(rows, list(DIGIT_NAMES))
+
+
+def caption_rows(rows: ImageRows, templates: Sequence[str] = DIGIT_CAPTIONS) -> ImageRows:
+    """Give labelled rows generated captions: row i gets template ``i mod len(templates)`` with its class name."""
+    captioned = [
+        {**row, "caption": templates[i % len(templates)].format(rows.classes[row["label"]])}
+        for i, row in enumerate(rows.rows)
+    ]
+    return ImageRows(captioned, rows.classes, rows.skipped)
+
+
+def _check_image(path: Path) -> str | None:
+    """None if the file decodes completely, else the reason it does not."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # PIL raises many types for bad files
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _drop_unreadable(rows: list[dict[str, Any]], desc: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    good, skipped = [], []
+    for row in tqdm(rows, desc=desc, leave=False, disable=len(rows) < 500):
+        reason = _check_image(Path(row["image"]))
+        if reason is None:
+            good.append(row)
+        else:
+            skipped.append((str(row["image"]), reason))
+    return good, skipped
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def captioned_table(path: str | Path, *, image_column: str = "file_name", caption_column: str = "text") -> ImageRows:
+    """A csv / json / jsonl table of image paths (relative to the table's folder) and captions."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image-caption table '{path}' does not exist")
+    rows = []
+    for number, record in enumerate(_records(path)):
+        if image_column not in record or caption_column not in record:
+            raise ValueError(
+                f"{path}, record {number}: needs '{image_column}' and '{caption_column}' (set data.image_column "
+                f"and data.caption_column), found {sorted(record)}"
+            )
+        if not str(record[caption_column] or "").strip():
+            raise ValueError(f"{path}, record {number}: caption '{caption_column}' is empty")
+        rows.append({"image": path.parent / record[image_column], "caption": str(record[caption_column])})
+    good, skipped = _drop_unreadable(rows, "checking images")
+    return ImageRows(good, [], skipped)
+
+
+def image_folder(root: str | Path, *, caption_column: str = "text") -> ImageRows:
+    """An image folder: ``metadata.csv`` / ``metadata.jsonl`` with ``file_name`` and a caption column
+    (captioned rows), or one sub-folder per class (labelled rows, classes sorted by name)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder '{root}' does not exist")
+    for name in ("metadata.csv", "metadata.jsonl"):
+        if (root / name).is_file():
+            return captioned_table(root / name, caption_column=caption_column)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"image folder '{root}' has neither metadata.csv/metadata.jsonl nor class sub-folders")
+    rows = [
+        {"image": path, "label": label}
+        for label, name in enumerate(classes)
+        for path in sorted((root / name).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    good, skipped = _drop_unreadable(rows, "checking images")
+    return ImageRows(good, classes, skipped)
+
+
+def load_image_rows(
+    source: str,
+    *,
+    split: str = "train",
+    image_size: int = 32,
+    image_column: str = "file_name",
+    caption_column: str = "text",
+) -> ImageRows:
+    """``sklearn:digits`` (``split`` train / test / all), an image folder, or a csv / json(l) of paths + captions."""
+    if source == "sklearn:digits":
+        return digits(split, image_size=image_size)
+    if Path(source).is_file():
+        return captioned_table(source, image_column=image_column, caption_column=caption_column)
+    return image_folder(source, caption_column=caption_column)

@@ -1,0 +1,147 @@
+"""Zero-shot classification and image-text retrieval with any dual encoder.
+
+The classifier follows CLIP / open_clip: for each class, the prompt templates filled with the class name are
+embedded, the normalised template embeddings are averaged and the mean is renormalised; an image's class is
+the one whose classifier row has the highest cosine similarity with the image embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmcontrast.evaluation.retrieval import retrieval_metrics
+
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+class DualEncoder(Protocol):
+    """Anything that embeds images and texts into one space (normalised rows)."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+def zero_shot_classifier(encoder: DualEncoder, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """``[C, d]`` class embeddings: mean of the normalised template embeddings of each class, renormalised."""
+    if not classes:
+        raise ValueError("zero-shot classification needs at least one class name")
+    bad = [t for t in templates if "{}" not in t]
+    if bad or not templates:
+        raise ValueError(f"every prompt template needs a '{{}}' for the class name; got {list(templates)}")
+    prompts = [template.format(name) for name in classes for template in templates]
+    embeddings = F.normalize(encoder.encode_texts(prompts).float(), dim=-1)
+    per_class = embeddings.view(len(classes), len(templates), -1).mean(dim=1)
+    return F.normalize(per_class, dim=-1)
+
+
+def zero_shot_metrics(
+    image_embeddings: torch.Tensor, labels: Sequence[int], classifier: torch.Tensor
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Top-1, top-5 and mean per-class recall of ``argmax(image @ classifier.T)``; also the predictions."""
+    scores = F.normalize(image_embeddings.float(), dim=-1) @ classifier.T
+    target = torch.as_tensor(list(labels))
+    ranked = scores.topk(min(5, classifier.shape[0]), dim=1).indices
+    predictions = ranked[:, 0]
+    recalls = [
+        (predictions[target == c] == c).float().mean().item() for c in range(classifier.shape[0]) if (target == c).any()
+    ]
+    metrics = {
+        "top1": (predictions == target).float().mean().item(),
+        "top5": (ranked == target[:, None]).any(dim=1).float().mean().item(),
+        "mean_per_class_recall": float(np.mean(recalls)),
+    }
+    return metrics, predictions
+
+
+def image_text_retrieval(image_embeddings: torch.Tensor, captions: Sequence[str], encoder: DualEncoder) -> dict:
+    """Recall@1/5/10 of image -> text and text -> image over paired data (identical captions all count)."""
+    distinct = list(dict.fromkeys(captions))
+    position = {caption: i for i, caption in enumerate(distinct)}
+    text_embeddings = encoder.encode_texts(distinct)
+    image_to_text = retrieval_metrics(image_embeddings, text_embeddings, [{position[c]} for c in captions])
+    images_of = [set() for _ in distinct]
+    for image, caption in enumerate(captions):
+        images_of[position[caption]].add(image)
+    text_to_image = retrieval_metrics(text_embeddings, image_embeddings, images_of)
+    keys = ("recall@1", "recall@5", "recall@10")
+    return {f"image_to_text/{k}": image_to_text[k] for k in keys} | {
+        f"text_to_image/{k}": text_to_image[k] for k in keys
+    }
+
+
+def plot_confusion_matrix(
+    labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str], path: str | Path
+) -> Path:
+    """Save a confusion-matrix PNG (rows: true class, columns: predicted class, row-normalised)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(list(labels), list(predictions), labels=list(range(len(classes))), normalize="true")
+    size = max(4.0, 0.5 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if matrix[i, j] >= 0.005:
+                    colour = "white" if matrix[i, j] > 0.5 else "black"
+                    axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, fraction=0.046)
+    axis.set_title("zero-shot confusion matrix")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+class TransformersDualEncoder:
+    """A saved transformers dual encoder (``CLIPModel``, ``VisionTextDualEncoderModel``) with its processor."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 128) -> None:
+        from transformers import AutoModel, AutoProcessor
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"'{folder}' is not a transformers model folder (no config.json)")
+        self.model = AutoModel.from_pretrained(str(folder)).eval()
+        self.processor = AutoProcessor.from_pretrained(str(folder))
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _pooled(output) -> torch.Tensor:
+        return output.pooler_output if hasattr(output, "pooler_output") else output
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            inputs = self.processor(images=list(images[start : start + self.batch_size]), return_tensors="pt")
+            chunks.append(self._pooled(self.model.get_image_features(pixel_values=inputs["pixel_values"])))
+        return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            inputs = self.processor(
+                text=list(texts[start : start + self.batch_size]), padding=True, return_tensors="pt"
+            )
+            chunks.append(self._pooled(self.model.get_text_features(**inputs)))
+        return F.normalize(torch.cat(chunks).float(), dim=-1)

@@ -1,0 +1,92 @@
+"""Export a trained CLIP method as a transformers folder the zero-shot-image-classification pipeline loads.
+
+- Both towers CLIP-shaped (``CLIPVisionModel`` + ``CLIPTextModel`` with its end-of-text pooling): a
+  ``CLIPModel`` + ``CLIPProcessor``.
+- Any other transformers vision model + transformers text model pooled by its ``pooler_output``: a
+  ``VisionTextDualEncoderModel`` + ``VisionTextDualEncoderProcessor``.
+
+Both keep the towers, the bias-free projections and the logit scale as trained, so the folder gives the same
+embeddings as mmcontrast's own model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTextModel,
+    CLIPVisionModel,
+    VisionTextDualEncoderConfig,
+    VisionTextDualEncoderModel,
+    VisionTextDualEncoderProcessor,
+)
+
+from mmcontrast.methods.clip import CLIP
+
+
+def transformers_export_kind(method: CLIP) -> str | None:
+    """``clip``, ``dual_encoder`` or None (the towers have no transformers dual-encoder home)."""
+    image, text = method.image_encoder, method.text_encoder
+    if image.kind != "transformers" or text.pooling != "pooler":
+        return None
+    if isinstance(image.backbone, CLIPVisionModel) and isinstance(text.transformer, CLIPTextModel):
+        return "clip"
+    return "dual_encoder"
+
+
+def _image_processor(method: CLIP) -> CLIPImageProcessor:
+    encoder = method.image_encoder
+    size = encoder.image_size
+    return CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(encoder.mean),
+        image_std=list(encoder.std),
+        do_convert_rgb=True,
+    )
+
+
+def export_transformers_clip(method: CLIP, directory: str | Path) -> Path:
+    """Write the transformers folder (model + processor) for ``method``; raises if the towers cannot be."""
+    kind = transformers_export_kind(method)
+    if kind is None:
+        raise ValueError(
+            "the CLIP towers have no transformers dual-encoder form: it needs a transformers vision model and a "
+            "transformers text model with pooling 'pooler' (the towers' own pooled outputs)"
+        )
+    directory = Path(directory)
+    image_backbone = method.image_encoder.backbone
+    text_model = method.text_encoder.transformer
+    embed_dim = method.visual_projection.out_features
+    log_scale = min(max(float(method.logit_scale.log_scale.detach()), 0.0), math.log(method.logit_scale.max_scale))
+    if kind == "clip":
+        config = CLIPConfig(
+            text_config=text_model.config.to_dict(),
+            vision_config=image_backbone.config.to_dict(),
+            projection_dim=embed_dim,
+        )
+        model = CLIPModel(config)
+        model.vision_model.load_state_dict(image_backbone.state_dict())
+        model.text_model.load_state_dict(text_model.state_dict())
+        processor = CLIPProcessor(image_processor=_image_processor(method), tokenizer=method.text_encoder.tokenizer)
+    else:
+        config = VisionTextDualEncoderConfig.from_vision_text_configs(
+            image_backbone.config, text_model.config, projection_dim=embed_dim
+        )
+        model = VisionTextDualEncoderModel(config=config, vision_model=image_backbone, text_model=text_model)
+        processor = VisionTextDualEncoderProcessor(
+            image_processor=_image_processor(method), tokenizer=method.text_encoder.tokenizer
+        )
+    with torch.no_grad():
+        model.visual_projection.weight.copy_(method.visual_projection.weight)
+        model.text_projection.weight.copy_(method.text_projection.weight)
+        model.logit_scale.fill_(log_scale)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

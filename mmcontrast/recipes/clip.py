@@ -1,0 +1,322 @@
+"""The CLIP recipe: (image, caption) data -> two towers -> a transformers folder for zero-shot classification."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from safetensors.torch import save_file
+
+from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
+from mmcontrast.engine.trainer import TrainingResult
+from mmcontrast.evaluation.plots import plot_training_curve
+from mmcontrast.evaluation.zero_shot import (
+    TransformersDualEncoder,
+    image_text_retrieval,
+    plot_confusion_matrix,
+    zero_shot_classifier,
+    zero_shot_metrics,
+)
+from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
+from mmcontrast.methods.clip import CLIP
+from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
+from mmcontrast.modalities.image import ImageEncoder
+from mmcontrast.modalities.text import Pooling, TextEncoder
+from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+
+_USAGE = """from transformers import pipeline
+
+classifier = pipeline("zero-shot-image-classification", model="{path}")
+print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_template="{template}"))"""
+
+
+@dataclass
+class ImageTowerConfig:
+    """The image tower (`model.image:` section).
+
+    Attributes:
+        backbone: `timm/<model>`, `torchvision/<model>`, `open_clip/<model>` or a local transformers folder.
+        config: instead of `backbone`, a transformers vision config to build a randomly initialised tower
+            (`model_type` plus sizes, e.g. `{model_type: clip_vision_model, image_size: 32, patch_size: 4}`).
+        weights: a local safetensors / PyTorch file with backbone weights.
+        image_size: input side (default: the backbone's own).
+    """
+
+    backbone: str | None = None
+    config: dict[str, Any] | None = None
+    weights: str | None = None
+    image_size: int | None = None
+
+
+@dataclass
+class TextTowerConfig:
+    """The text tower (`model.text:` section).
+
+    Attributes:
+        name_or_path: a local transformers / sentence-transformers folder or hub name (e.g. all-MiniLM-L6-v2).
+        config: instead, a transformers text config for a randomly initialised tower
+            (`{model_type: clip_text_model, hidden_size: 64, ...}`).
+        tokenizer: tokenizer of a `config` tower: `clip` (OpenAI CLIP's BPE, no download) or a folder.
+        pooling: `pooler` (the model's own pooled output: CLIP's end-of-text token; needed for the
+            transformers export), `mean`, `cls` or `last`; default `pooler` for `config` towers.
+        max_length: tokens per caption.
+    """
+
+    name_or_path: str | None = None
+    config: dict[str, Any] | None = None
+    tokenizer: str = "clip"
+    pooling: Pooling | None = None
+    max_length: int | None = None
+
+
+@dataclass
+class ClipModelConfig:
+    """The two towers and the shared space (`model:` section).
+
+    Attributes:
+        image: the image tower.
+        text: the text tower.
+        embed_dim: size of the shared embedding space.
+        logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07).
+        lock_text: freeze the text tower (LiT: a pretrained text encoder, only the image side learns).
+        gather: use every process's pairs as negatives.
+    """
+
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    embed_dim: int = 512
+    logit_scale_init: float = 1 / 0.07
+    lock_text: bool = False
+    gather: bool = True
+
+
+@dataclass
+class ImageTextDataConfig:
+    """(image, caption) training data (`data:` section).
+
+    Attributes:
+        train: `sklearn:digits`, an image folder (`metadata.csv`/`.jsonl` with `file_name` + caption, or one
+            sub-folder per class), or a csv / json / jsonl of image paths and captions.
+        split: split of `sklearn:digits` (`train`, `test`, `all`).
+        image_column: column of the image path in a table.
+        caption_column: column of the caption.
+        captions: templates that turn class names into captions for labelled data (digits, class folders);
+            row i gets template i mod len. Such captions are generated, not written by people.
+        image_size: side of the rendered digits.
+        limit: use only the first N rows.
+    """
+
+    train: str = "sklearn:digits"
+    split: str = "train"
+    image_column: str = "file_name"
+    caption_column: str = "text"
+    captions: list[str] = field(default_factory=lambda: list(DIGIT_CAPTIONS))
+    image_size: int = 32
+    limit: int | None = None
+
+
+@dataclass
+class ZeroShotEvalConfig:
+    """Zero-shot classification and retrieval (`eval:` section).
+
+    Attributes:
+        zero_shot: labelled images to classify: `sklearn:digits` or a folder with one sub-folder per class.
+        split: split of `sklearn:digits`.
+        classes: class names used in the prompts (default: the data's own class names).
+        templates: prompt templates; each class's embeddings are averaged over them.
+        retrieval: captioned images for image-text retrieval recall@1/5/10 (same sources as `data.train`).
+    """
+
+    zero_shot: str | None = None
+    split: str = "test"
+    classes: list[str] | None = None
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    retrieval: str | None = None
+
+
+@dataclass
+class ClipRecipe(RecipeBase):
+    """CLIP: image and text towers aligned by symmetric InfoNCE with a learnable temperature.
+
+    Attributes:
+        method: `clip`.
+        model: the towers.
+        data: (image, caption) data.
+        eval: zero-shot classification and retrieval.
+    """
+
+    method: Literal["clip"] = "clip"
+    output_dir: str = "runs/clip"
+    model: ClipModelConfig = field(default_factory=ClipModelConfig)
+    data: ImageTextDataConfig = field(default_factory=ImageTextDataConfig)
+    eval: ZeroShotEvalConfig = field(default_factory=ZeroShotEvalConfig)
+
+
+def _image_tower(config: ImageTowerConfig) -> ImageEncoder:
+    if config.config is not None:
+        from transformers import AutoConfig, AutoModel
+
+        options = dict(config.config)
+        model_type = options.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("model.image.config needs a model_type (e.g. clip_vision_model, vit)")
+        return ImageEncoder.from_transformers(AutoModel.from_config(AutoConfig.for_model(model_type, **options)))
+    if config.backbone:
+        return ImageEncoder.create(config.backbone, image_size=config.image_size, weights=config.weights)
+    raise ValueError("model.image needs a backbone (timm/..., torchvision/..., a folder) or a config")
+
+
+def _text_tower(config: TextTowerConfig) -> TextEncoder:
+    if config.config is not None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        options = dict(config.config)
+        model_type = options.pop("model_type", None)
+        if model_type is None:
+            raise ValueError("model.text.config needs a model_type (e.g. clip_text_model, bert)")
+        model_config = AutoConfig.for_model(model_type, **options)
+        max_length = config.max_length or model_config.max_position_embeddings
+        tokenizer = (
+            clip_tokenizer(max_length)
+            if config.tokenizer == "clip"
+            else AutoTokenizer.from_pretrained(config.tokenizer)
+        )
+        transformer = AutoModel.from_config(model_config)
+        return TextEncoder(transformer, tokenizer, pooling=config.pooling or "pooler", max_length=max_length)
+    if config.name_or_path:
+        return TextEncoder.from_pretrained(
+            config.name_or_path, pooling=config.pooling, normalize=False, max_length=config.max_length
+        )
+    raise ValueError("model.text needs a name_or_path (a folder or hub name) or a config")
+
+
+def _rows(source: str, split: str, data: ImageTextDataConfig) -> ImageRows:
+    return load_image_rows(
+        source,
+        split=split,
+        image_size=data.image_size,
+        image_column=data.image_column,
+        caption_column=data.caption_column,
+    )
+
+
+class _ZeroShot:
+    """Zero-shot top-1 / top-5 / mean per-class recall of a model on labelled images (an engine evaluator)."""
+
+    def __init__(self, rows: ImageRows, classes: list[str], templates: list[str]) -> None:
+        self.images = [DecodedImages(rows.rows)[i]["image"] for i in range(len(rows.rows))]
+        self.labels = [row["label"] for row in rows.rows]
+        self.classes, self.templates = classes, templates
+
+    def evaluate(self, encoder) -> tuple[dict[str, float], list[int]]:
+        classifier = zero_shot_classifier(encoder, self.classes, self.templates)
+        metrics, predictions = zero_shot_metrics(encoder.encode_images(self.images), self.labels, classifier)
+        return metrics, predictions.tolist()
+
+    def __call__(self, encoder) -> dict[str, float]:
+        return self.evaluate(encoder)[0]
+
+
+def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
+    config = recipe.eval
+    if not config.zero_shot:
+        return None
+    rows = _rows(config.zero_shot, config.split, recipe.data)
+    if not rows.classes:
+        raise ValueError(f"eval.zero_shot '{config.zero_shot}' has no classes: give labelled images (class folders)")
+    return _ZeroShot(rows, config.classes or rows.classes, config.templates)
+
+
+def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
+    """Towers, method, (image, caption) rows, sampler and evaluators of a CLIP recipe."""
+    model, data = recipe.model, recipe.data
+    method = CLIP(
+        _image_tower(model.image),
+        _text_tower(model.text),
+        model.embed_dim,
+        logit_scale_init=model.logit_scale_init,
+        lock_text=model.lock_text,
+        gather=model.gather,
+    )
+    rows = _rows(data.train, data.split, data)
+    if rows.classes:
+        rows = caption_rows(rows, data.captions)
+        print(f"data.train '{data.train}': captions are generated from class names ({len(data.captions)} templates)")
+    for path, reason in rows.skipped[:10]:
+        print(f"skipped unreadable image {path}: {reason}")
+    if data.limit is not None:
+        rows.rows = rows.rows[: data.limit]
+    dataset = DecodedImages(rows.rows)
+    evaluators: dict[str, Any] = {}
+    zero_shot = _zero_shot(recipe)
+    if zero_shot is not None:
+        evaluators["zero_shot"] = zero_shot
+    if recipe.eval.retrieval:
+        paired = _rows(recipe.eval.retrieval, recipe.eval.split, data)
+        paired = caption_rows(paired, data.captions) if paired.classes else paired
+        images = [DecodedImages(paired.rows)[i]["image"] for i in range(len(paired.rows))]
+        captions = [row["caption"] for row in paired.rows]
+        evaluators["retrieval"] = lambda m: image_text_retrieval(m.encode_images(images), captions, m)
+    return RecipeParts(
+        method=method,
+        dataset=dataset,
+        batch_sampler=batch_sampler(recipe.train, len(dataset)),
+        evaluators=evaluators,
+        export=lambda trained, result, output_dir: export(trained, recipe, raw, result, output_dir, zero_shot),
+        skipped_rows=len(rows.skipped),
+    )
+
+
+def export(
+    method: CLIP,
+    recipe: ClipRecipe,
+    raw: dict[str, Any],
+    result: TrainingResult,
+    output_dir: Path,
+    zero_shot: _ZeroShot | None,
+) -> Path:
+    """Write `OUTPUT_DIR/model` (transformers CLIP / dual encoder + processor), a model card and plots."""
+    model_dir = output_dir / "model"
+    kind = transformers_export_kind(method)
+    if kind is None:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in method.state_dict().items()}, model_dir / "model.safetensors")
+        (model_dir / "mmcontrast_recipe.json").write_text(json.dumps(raw, indent=1))
+        print("the towers have no transformers dual-encoder form: saved the weights and the recipe only")
+        return model_dir
+    export_transformers_clip(method, model_dir)
+    image, results = None, []
+    if any("loss" in r for r in result.log_history):
+        plot_training_curve(result.log_history, model_dir / "training_curve.png")
+        image = "training_curve.png"
+    if zero_shot is not None:
+        metrics, predictions = zero_shot.evaluate(TransformersDualEncoder(model_dir))
+        plot_confusion_matrix(zero_shot.labels, predictions, zero_shot.classes, model_dir / "confusion_matrix.png")
+        dataset = Path(recipe.eval.zero_shot or "").name or "zero-shot"
+        results = [("zero-shot-image-classification", dataset, name, value) for name, value in metrics.items()]
+        (output_dir / "zero_shot.json").write_text(json.dumps(metrics, indent=1))
+    template = recipe.eval.templates[0]
+    labels = ", ".join(f'"{c}"' for c in (zero_shot.classes[:3] if zero_shot else ["cat", "dog"]))
+    write_model_card(
+        model_dir,
+        CardInfo(
+            title=f"mmcontrast clip model ({output_dir.name})",
+            description=(
+                f"An image-text dual encoder ({'CLIPModel' if kind == 'clip' else 'VisionTextDualEncoderModel'}) "
+                f"trained with the CLIP method of mmcontrast on `{recipe.data.train}`. Use it for zero-shot image "
+                "classification and image-text retrieval."
+            ),
+            library_name="transformers",
+            pipeline_tag="zero-shot-image-classification",
+            usage=_USAGE.format(path=model_dir, labels=labels, template=template),
+            recipe=yaml.safe_dump(raw, sort_keys=False),
+            tags=["clip", "zero-shot-image-classification", "image-text"],
+            results=results,
+            image=image,
+        ),
+    )
+    return model_dir
