@@ -242,9 +242,10 @@ def worker(rank: int, world_size: int, port: int) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size, timeout=timedelta(seconds=60)
     )
     try:
-        for check in (check_info_nce, check_nt_xent, check_triplet, check_sigmoid, check_ddp, check_queue):
+        for check in (check_info_nce, check_nt_xent, check_triplet, check_sigmoid, check_queue, check_unequal_batches):
             check(world_size)
-        check_unequal_batches(world_size)
+        if world_size == 2:  # building a DDP model costs ~2 s; one world size is enough for the end-to-end check
+            check_ddp(world_size)
     finally:
         dist.destroy_process_group()
 

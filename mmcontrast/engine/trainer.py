@@ -109,7 +109,8 @@ class Trainer:
 
     Args:
         method: what to train.
-        dataset: rows indexable by integer (a ``datasets.Dataset`` or a list).
+        dataset: rows indexable by integer (a ``datasets.Dataset`` or a list); its ``set_epoch(epoch)``, if
+            any, is called before each epoch (the DataLoader is rebuilt per epoch, so workers see it).
         batch_sampler: yields lists of row indices for this process and has ``set_epoch(epoch)``
             (see :mod:`mmcontrast.data.samplers`).
         config: training settings.
@@ -171,6 +172,8 @@ class Trainer:
 
     def _batches(self, epoch: int, skip: int) -> DataLoader:
         self.batch_sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):  # e.g. augmented views seeded by (seed, epoch, row)
+            self.dataset.set_epoch(epoch)
         batches = list(self.batch_sampler)[skip:]
         return DataLoader(
             self.dataset,  # type: ignore[arg-type]

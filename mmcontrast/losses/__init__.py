@@ -1,32 +1,45 @@
 """Contrastive losses on embeddings: functional forms plus thin ``nn.Module`` wrappers.
 
 Every loss validates its inputs (errors name the offending argument), computes in float32 even
-under autocast, and takes embeddings, never a model. See ``docs/losses.md`` for the formulas.
+under autocast, and takes embeddings, never a model. The softmax and sigmoid losses take
+``gather=True`` (cross-process negatives, :mod:`~mmcontrast.losses.distributed`) and
+``chunk_size`` (tiled evaluation, :mod:`~mmcontrast.losses.tiled`). :class:`MemoryQueue` and
+:class:`EMA` hold the state of momentum methods (MoCo, BYOL). See ``docs/losses.md`` for the
+formulas and ``docs/scaling.md`` for large batches.
 """
 
+from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
 from mmcontrast.losses.nt_xent import NTXentLoss, nt_xent
 from mmcontrast.losses.pair_margin import PairMarginLoss, pair_margin_loss
+from mmcontrast.losses.queue import MemoryQueue
 from mmcontrast.losses.scored_pairs import (
     CoSENTLoss,
     CosineSimilarityLoss,
     cosent_loss,
     cosine_similarity_loss,
 )
+from mmcontrast.losses.sigmoid import SigmoidLoss, sigmoid_loss
 from mmcontrast.losses.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
+    "EMA",
     "CoSENTLoss",
     "CosineSimilarityLoss",
     "InfoNCELoss",
     "LogitScale",
+    "MemoryQueue",
+    "MomentumSchedule",
     "NTXentLoss",
     "PairMarginLoss",
+    "SigmoidLoss",
     "TripletMarginLoss",
     "cosent_loss",
+    "cosine_momentum",
     "cosine_similarity_loss",
     "info_nce",
     "nt_xent",
     "pair_margin_loss",
+    "sigmoid_loss",
     "triplet_margin_loss",
 ]

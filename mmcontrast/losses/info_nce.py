@@ -38,16 +38,18 @@ import math
 import torch
 from torch import Tensor, nn
 
+from mmcontrast.losses.distributed import gather_rows, rank_and_world_size
 from mmcontrast.losses.similarity import (
     Scale,
+    check_chunk_size,
     check_embeddings,
     check_labels,
     check_positive,
     check_same_shape,
-    contrastive_cross_entropy,
     full_precision,
     prepare,
 )
+from mmcontrast.losses.tiled import cross_entropy_terms
 
 DEFAULT_SCALE = 20.0
 
@@ -87,7 +89,13 @@ class LogitScale(nn.Module):
 
 
 def _check_inputs(
-    anchors: Tensor, positives: Tensor, negatives: Tensor | None, scale: Scale, labels: Tensor | None
+    anchors: Tensor,
+    positives: Tensor,
+    negatives: Tensor | None,
+    shared_negatives: Tensor | None,
+    scale: Scale,
+    labels: Tensor | None,
+    chunk_size: int | None,
 ) -> None:
     check_embeddings("info_nce", "anchors", anchors)
     check_embeddings("info_nce", "positives", positives)
@@ -100,9 +108,17 @@ def _check_inputs(
                 f"info_nce: negatives has shape {tuple(negatives.shape)} but anchors has shape "
                 f"{tuple(anchors.shape)}; negatives must be [B, d] or [B, K, d] with B={batch_size}, d={dim}"
             )
+    if shared_negatives is not None:
+        check_embeddings("info_nce", "shared_negatives", shared_negatives, ("[M, d]",))
+        if shared_negatives.shape[1] != dim:
+            raise ValueError(
+                f"info_nce: shared_negatives has shape {tuple(shared_negatives.shape)} but anchors has shape "
+                f"{tuple(anchors.shape)}; shared_negatives must be [M, d] with d={dim}"
+            )
     check_positive("info_nce", "scale", scale)
     if labels is not None:
         check_labels("info_nce", "labels", labels, batch_size)
+    check_chunk_size("info_nce", chunk_size)
 
 
 def info_nce(
@@ -114,6 +130,9 @@ def info_nce(
     symmetric: bool = False,
     normalize: bool = True,
     labels: Tensor | None = None,
+    shared_negatives: Tensor | None = None,
+    gather: bool = False,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """InfoNCE over a batch of (anchor, positive) pairs; row ``i``'s target is column ``i``.
 
@@ -132,22 +151,52 @@ def info_nce(
         labels: optional ``[B]`` integer labels. Positive columns ``j != i`` with
             ``labels[j] == labels[i]`` are masked out of row ``i``'s denominator. Hard-negative
             columns are never masked.
+        shared_negatives: optional ``[M, d]`` extra negative columns that are the same on every
+            rank and are never gathered, e.g. :meth:`MemoryQueue.negatives` (MoCo). Used in the
+            anchors -> positives direction only and never masked.
+        gather: with an initialised process group of several ranks, score the local anchors
+            against the positives and hard negatives of all ranks (gathered with gradient; labels
+            too). Each rank returns the mean over its local rows; see
+            :mod:`mmcontrast.losses.distributed` for why that gives DDP the single-process
+            gradient. A no-op on one process.
+        chunk_size: evaluate the logits in ``chunk_size x chunk_size`` tiles and recompute them in
+            the backward pass (:mod:`mmcontrast.losses.tiled`): same value and gradients, memory
+            linear in the batch size instead of quadratic. ``None`` materialises the logits.
 
     Returns:
         The mean loss, a float32 scalar (computed in float32 even under autocast).
     """
-    _check_inputs(anchors, positives, negatives, scale, labels)
+    _check_inputs(anchors, positives, negatives, shared_negatives, scale, labels, chunk_size)
     if labels is not None:
         labels = labels.to(anchors.device)
+    batch_size = anchors.shape[0]
+    rank, world_size = rank_and_world_size(gather)
+    all_anchors, all_positives, all_negatives, all_labels = anchors, positives, negatives, labels
+    if world_size > 1:
+        all_anchors, all_positives, all_negatives, all_labels = gather_rows(
+            "info_nce",
+            ("anchors", "positives", "negatives", "labels"),
+            (anchors if symmetric else None, positives, negatives, labels),
+            world_size,
+        )
     with full_precision(anchors):
-        queries = prepare(anchors, normalize)
-        keys = prepare(positives, normalize)
-        targets = torch.arange(anchors.shape[0], device=anchors.device)
-        columns = keys if negatives is None else torch.cat([keys, prepare(negatives, normalize).flatten(0, -2)])
-        loss = contrastive_cross_entropy(queries, columns, targets, scale, labels, labels).mean()
-        if symmetric:
-            backward = contrastive_cross_entropy(keys, queries, targets, scale, labels, labels).mean()
-            loss = (loss + backward) / 2
+        columns = [prepare(all_positives, normalize)]
+        if all_negatives is not None:
+            columns.append(prepare(all_negatives, normalize).flatten(0, -2))
+        if shared_negatives is not None:
+            columns.append(prepare(shared_negatives, normalize))
+        keys = torch.cat(columns) if len(columns) > 1 else columns[0]
+        targets = torch.arange(batch_size, device=anchors.device) + rank * batch_size
+        # On one process the reverse direction reads the same logits, transposed.
+        fused = symmetric and world_size == 1
+        options = {"chunk_size": chunk_size}
+        forward, backward = cross_entropy_terms(
+            prepare(anchors, normalize), keys, targets, scale, labels, all_labels, transpose=fused, **options
+        )
+        if symmetric and not fused:
+            queries, anchor_keys = prepare(positives, normalize), prepare(all_anchors, normalize)
+            backward, _ = cross_entropy_terms(queries, anchor_keys, targets, scale, labels, all_labels, **options)
+        loss = forward.mean() if backward is None else (forward.mean() + backward.mean()) / 2
     return loss
 
 
@@ -160,6 +209,8 @@ class InfoNCELoss(nn.Module):
             submodule). Mutually exclusive with ``scale``.
         symmetric: average both directions, as CLIP does.
         normalize: cosine similarity if true, dot product if false.
+        gather: score local rows against the batches of all ranks (see :func:`info_nce`).
+        chunk_size: tile size of the logits, ``None`` to materialise them (see :func:`info_nce`).
     """
 
     def __init__(
@@ -168,16 +219,21 @@ class InfoNCELoss(nn.Module):
         logit_scale: LogitScale | None = None,
         symmetric: bool = False,
         normalize: bool = True,
+        gather: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if scale is not None and logit_scale is not None:
             raise ValueError("InfoNCELoss: pass either scale or logit_scale, not both")
         if scale is not None:
             check_positive("InfoNCELoss", "scale", scale)
+        check_chunk_size("InfoNCELoss", chunk_size)
         self.scale = DEFAULT_SCALE if scale is None else scale
         self.logit_scale = logit_scale
         self.symmetric = symmetric
         self.normalize = normalize
+        self.gather = gather
+        self.chunk_size = chunk_size
 
     def forward(
         self,
@@ -185,6 +241,7 @@ class InfoNCELoss(nn.Module):
         positives: Tensor,
         negatives: Tensor | None = None,
         labels: Tensor | None = None,
+        shared_negatives: Tensor | None = None,
     ) -> Tensor:
         """Return :func:`info_nce` of the given embeddings with this module's options."""
         scale = self.scale if self.logit_scale is None else self.logit_scale()
@@ -196,8 +253,14 @@ class InfoNCELoss(nn.Module):
             symmetric=self.symmetric,
             normalize=self.normalize,
             labels=labels,
+            shared_negatives=shared_negatives,
+            gather=self.gather,
+            chunk_size=self.chunk_size,
         )
 
     def extra_repr(self) -> str:
         scale = "" if self.logit_scale is not None else f"scale={self.scale}, "
-        return f"{scale}symmetric={self.symmetric}, normalize={self.normalize}"
+        return (
+            f"{scale}symmetric={self.symmetric}, normalize={self.normalize}, "
+            f"gather={self.gather}, chunk_size={self.chunk_size}"
+        )

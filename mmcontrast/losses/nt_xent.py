@@ -25,16 +25,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mmcontrast.losses.distributed import gather_rows, rank_and_world_size
 from mmcontrast.losses.similarity import (
     Scale,
+    check_chunk_size,
     check_embeddings,
     check_labels,
     check_positive,
     check_same_shape,
-    contrastive_cross_entropy,
     full_precision,
     prepare,
 )
+from mmcontrast.losses.tiled import cross_entropy_terms
 
 
 def nt_xent(
@@ -44,6 +46,8 @@ def nt_xent(
     temperature: Scale = 0.5,
     normalize: bool = True,
     labels: Tensor | None = None,
+    gather: bool = False,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """SimCLR's NT-Xent loss over the ``2N`` views ``cat([z1, z2])``, averaged over all of them.
 
@@ -54,6 +58,12 @@ def nt_xent(
         normalize: cosine similarity if true, plain dot product if false.
         labels: optional ``[N]`` integer labels; views of other samples with the same label are
             masked out of the denominator instead of being treated as negatives.
+        gather: with an initialised process group of several ranks, score the ``2N`` local views
+            against the views of all ranks (gathered with gradient; labels too), i.e. the loss of
+            the concatenated batch. Each rank returns the mean over its local views; see
+            :mod:`mmcontrast.losses.distributed`. A no-op on one process.
+        chunk_size: evaluate the logits in ``chunk_size x chunk_size`` tiles, recomputed in the
+            backward pass (:mod:`mmcontrast.losses.tiled`); ``None`` materialises them.
 
     Returns:
         The mean loss, a float32 scalar (computed in float32 even under autocast).
@@ -62,18 +72,31 @@ def nt_xent(
     check_embeddings("nt_xent", "z2", z2)
     check_same_shape("nt_xent", "z1", z1, "z2", z2, "z1[k] and z2[k] must be two views of the same sample")
     check_positive("nt_xent", "temperature", temperature)
+    check_chunk_size("nt_xent", chunk_size)
     num_samples = z1.shape[0]
     if labels is not None:
         check_labels("nt_xent", "labels", labels, num_samples)
+        labels = labels.to(z1.device)
+    rank, world_size = rank_and_world_size(gather)
+    all_z1, all_z2, all_labels = z1, z2, labels
+    if world_size > 1:
+        all_z1, all_z2, all_labels = gather_rows("nt_xent", ("z1", "z2", "labels"), (z1, z2, labels), world_size)
+    total_samples = num_samples * world_size
     with full_precision(z1):
         views = prepare(torch.cat([z1, z2]), normalize)
-        index = torch.arange(2 * num_samples, device=z1.device)
-        targets = (index + num_samples) % (2 * num_samples)
+        all_views = views if world_size == 1 else prepare(torch.cat([all_z1, all_z2]), normalize)
+        # Global sample index of the local samples; view k of the first half is paired with the
+        # same sample in the second half of the gathered views.
+        samples = torch.arange(num_samples, device=z1.device) + rank * num_samples
+        targets = torch.cat([samples + total_samples, samples])
         # Labelling each view with its sample id (or class) masks its self-similarity along with
         # any false negatives: the view itself shares its label and is not its target.
-        sample_labels = index[:num_samples] if labels is None else labels.to(z1.device)
-        view_labels = torch.cat([sample_labels, sample_labels])
-        losses = contrastive_cross_entropy(views, views, targets, 1.0 / temperature, view_labels, view_labels)
+        if labels is None:
+            labels, all_labels = samples, torch.arange(total_samples, device=z1.device)
+        query_labels, key_labels = torch.cat([labels, labels]), torch.cat([all_labels, all_labels])
+        losses, _ = cross_entropy_terms(
+            views, all_views, targets, 1.0 / temperature, query_labels, key_labels, chunk_size=chunk_size
+        )
     return losses.mean()
 
 
@@ -83,17 +106,35 @@ class NTXentLoss(nn.Module):
     Args:
         temperature: softmax temperature (SimCLR uses 0.5 at its default batch size).
         normalize: cosine similarity if true, dot product if false.
+        gather: score local views against the views of all ranks (see :func:`nt_xent`).
+        chunk_size: tile size of the logits, ``None`` to materialise them (see :func:`nt_xent`).
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True) -> None:
+    def __init__(
+        self, temperature: float = 0.5, normalize: bool = True, gather: bool = False, chunk_size: int | None = None
+    ) -> None:
         super().__init__()
         check_positive("NTXentLoss", "temperature", temperature)
+        check_chunk_size("NTXentLoss", chunk_size)
         self.temperature = temperature
         self.normalize = normalize
+        self.gather = gather
+        self.chunk_size = chunk_size
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor | None = None) -> Tensor:
         """Return :func:`nt_xent` of the two views with this module's options."""
-        return nt_xent(z1, z2, temperature=self.temperature, normalize=self.normalize, labels=labels)
+        return nt_xent(
+            z1,
+            z2,
+            temperature=self.temperature,
+            normalize=self.normalize,
+            labels=labels,
+            gather=self.gather,
+            chunk_size=self.chunk_size,
+        )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, normalize={self.normalize}"
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, "
+            f"gather={self.gather}, chunk_size={self.chunk_size}"
+        )

@@ -10,10 +10,13 @@ computes in float32 and masks false negatives the same way:
   under bf16/fp16 autocast. The loss value is float32 and gradients flow back in the input dtype.
 * **Similarities and distances** between float32 embeddings: :func:`prepare`,
   :func:`pairwise_cosine`, :func:`distance_matrix`, :func:`paired_distance`.
-* **False-negative masks** from labels (:func:`false_negative_mask`) and the one InfoNCE-style core
-  every softmax loss goes through (:func:`contrastive_cross_entropy`). It takes a block of queries,
-  a block of keys and the target key of each query, which is the unit that cross-process gathering
-  and tiled (chunked) computation operate on.
+* **False-negative masks** from labels (:func:`false_negative_mask`) and the InfoNCE-style core
+  (:func:`contrastive_cross_entropy`). It takes a block of queries, a block of keys and the target
+  key of each query, which is the unit the other two core modules work on:
+  :mod:`mmcontrast.losses.distributed` makes the queries the local rows and the keys the rows of
+  all ranks (targets offset by the rank), and :mod:`mmcontrast.losses.tiled` evaluates the same
+  terms tile by tile (:func:`~mmcontrast.losses.tiled.cross_entropy_terms` picks the plain or the
+  tiled form for every softmax loss).
 """
 
 from __future__ import annotations
@@ -106,6 +109,21 @@ def check_positive(fn: str, name: str, value: Scale) -> None:
         raise ValueError(f"{fn}: {name} must be a positive finite number, got {value!r}")
 
 
+def check_chunk_size(fn: str, chunk_size: int | None) -> None:
+    """Check that ``chunk_size`` is ``None`` or a positive int."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+def check_finite_scalar(fn: str, name: str, value: Scale) -> None:
+    """Check a finite float, or a one-element tensor (left unchecked to avoid a device sync)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{fn}: {name} must be a scalar tensor, got shape {_shape(value)}")
+    elif not math.isfinite(value):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {value!r}")
+
+
 def full_precision(x: Tensor) -> torch.autocast:
     """A context with autocast off on ``x``'s device, so float32 inputs give float32 results."""
     return torch.autocast(device_type=x.device.type, enabled=False)
@@ -159,8 +177,9 @@ def false_negative_mask(
     never masked. The mask covers keys ``first_key .. first_key + num_keys - 1``, so a tile of the
     key columns gets its own slice of the full mask.
     """
-    labelled = torch.arange(first_key, max(first_key, min(first_key + num_keys, key_labels.shape[0])), device=targets.device)
-    mask = (query_labels[:, None] == key_labels[None, labelled]) & (labelled[None, :] != targets[:, None])
+    stop = max(first_key, min(first_key + num_keys, key_labels.shape[0]))
+    labelled = torch.arange(first_key, stop, device=targets.device)
+    mask = (query_labels[:, None] == key_labels[None, first_key:stop]) & (labelled[None, :] != targets[:, None])
     return F.pad(mask, (0, num_keys - labelled.shape[0]))
 
 
