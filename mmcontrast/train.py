@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
+from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Trainer
 from mmcontrast.recipe import build_parts
 from mmcontrast.recipes.base import RecipeBase
@@ -36,9 +36,10 @@ def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[
         "skipped_rows": parts.skipped_rows,
         "model_dir": str(output_dir / "model"),
     }
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         parts.export(trainer.method, result, output_dir)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     state.wait_for_everyone()
+    state.destroy_process_group()
     return summary

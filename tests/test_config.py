@@ -12,6 +12,7 @@ from mmcontrast.recipes.base import RecipeBase
 from mmcontrast.typed_config import ConfigError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+SBERT = Path(__file__).resolve().parents[1] / "recipes" / "sbert_stsb.yaml"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -35,7 +36,7 @@ def test_close_spelling_is_suggested(tmp_path):
 
 
 def test_misspelled_key_from_cli_is_named(capsys):
-    code = main(["train", str(RECIPES[0]), "trian.lr=0.1"])
+    code = main(["train", str(SBERT), "trian.lr=0.1"])
     assert code == 2
     assert "unknown key 'trian'" in capsys.readouterr().err
 
@@ -53,12 +54,12 @@ def test_misspelled_key_from_cli_is_named(capsys):
 )
 def test_wrong_type_is_named(override, key):
     with pytest.raises(ConfigError, match=f"key '{key}'"):
-        load_recipe(RECIPES[0], [override])
+        load_recipe(SBERT, [override])
 
 
 def test_overrides_parse_yaml_values():
     recipe, raw = load_recipe(
-        RECIPES[0], ["train.lr=3e-5", "train.batch_size=4", "data.columns=[a, b]", "eval.sts=null"]
+        SBERT, ["train.lr=3e-5", "train.batch_size=4", "data.columns=[a, b]", "eval.sts=null"]
     )
     assert recipe.train.lr == pytest.approx(3e-5)
     assert recipe.train.batch_size == 4
@@ -69,7 +70,7 @@ def test_overrides_parse_yaml_values():
 
 def test_malformed_override_is_explained():
     with pytest.raises(ConfigError, match="key=value"):
-        load_recipe(RECIPES[0], ["train.lr"])
+        load_recipe(SBERT, ["train.lr"])
 
 
 def test_recipe_reference_is_current():

@@ -25,12 +25,13 @@ from typing import Any, Literal
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, send_to_device, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mmcontrast.engine.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from mmcontrast.engine.processes import use_cpu
 from mmcontrast.methods.base import LossOutput, Method
 
 Evaluator = Callable[[Method], dict[str, float]]
@@ -137,7 +138,10 @@ class Trainer:
         # process (a notebook, a test) may ask for other settings, so start it afresh (the process group stays).
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
+            cpu=use_cpu(),
             mixed_precision=config.mixed_precision,
+            # towers may hold weights a method does not use (a text model's unused pooler, for one)
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
             log_with="tensorboard",
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
@@ -289,6 +293,7 @@ class Trainer:
                         "loss": float(loss) / accelerator.num_processes,
                         "lr": self.scheduler.get_last_lr()[0],
                         "rows_per_second": window_rows * accelerator.num_processes / max(elapsed, 1e-9),
+                        **(output.metrics or {}),
                     }
                     self.log_history.append(record)
                     accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
@@ -306,7 +311,8 @@ class Trainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_log.json").write_text(json.dumps(self.log_history, indent=1))
-        accelerator.end_training()
+        for tracker in accelerator.trackers:  # not end_training(): it would take down the process group
+            tracker.finish()
         return TrainingResult(step, self.log_history, final)
 
 

@@ -7,19 +7,20 @@ embeddings in chunks and the loss once over the whole batch (cached large batche
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 
-@dataclass
-class LossOutput:
-    """A scalar training loss and the metrics to log beside it."""
+class LossOutput(NamedTuple):
+    """A scalar training loss and the metrics to log beside it.
+
+    A tuple, so that DistributedDataParallel finds the loss tensor in what ``forward`` returns.
+    """
 
     loss: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] | None = None
 
 
 class Method(nn.Module):

@@ -45,6 +45,8 @@ class SbertLossConfig:
         margin: margin of ``pair_margin`` (default 0.5) and ``triplet`` (default 5.0).
         mining: triplet mining.
         distance: distance of ``pair_margin`` and ``triplet``.
+        gather: with several processes, ``info_nce`` and ``triplet`` use every process's rows (exact
+            cross-process negatives, gathered with gradient); no effect in a single process.
     """
 
     name: SbertLoss = "info_nce"
@@ -53,6 +55,7 @@ class SbertLossConfig:
     margin: float | None = None
     mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_hard"
     distance: Literal["cosine", "euclidean"] = "cosine"
+    gather: bool = True
 
 
 class SentenceBERT(Method):
@@ -107,7 +110,9 @@ class SentenceBERT(Method):
         columns = [embeddings[c] for c in self.text_columns]
         if config.name == "info_nce":
             negatives = torch.stack(columns[2:], dim=1) if len(columns) > 2 else None
-            value = info_nce(columns[0], columns[1], negatives, scale=config.scale, symmetric=config.symmetric)
+            value = info_nce(
+                columns[0], columns[1], negatives, scale=config.scale, symmetric=config.symmetric, gather=config.gather
+            )
         elif config.name == "cosine_similarity":
             value = cosine_similarity_loss(columns[0], columns[1], batch["scores"])
         elif config.name == "cosent":
@@ -123,5 +128,6 @@ class SentenceBERT(Method):
                 margin=margin,
                 mining=config.mining,
                 distance=config.distance,
+                gather=config.gather,
             )
         return LossOutput(value)

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
-
 from mmcontrast.data.samplers import NoDuplicatesBatchSampler, ShuffledBatchSampler
+from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
 from mmcontrast.methods.base import Method
 
@@ -56,7 +55,7 @@ def batch_sampler(
     train: TrainingConfig, num_rows: int, keys: Sequence[Sequence[Any]] | None = None
 ) -> ShuffledBatchSampler:
     """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch."""
-    state = PartialState()
+    state = process_state()
     common = {
         "seed": train.seed,
         "drop_last": train.drop_last,
