@@ -175,3 +175,29 @@ def test_zero_shot_classifier_matches_open_clip(trained_clip):
     )
     ours = zero_shot_classifier(encoder, DIGIT_NAMES, templates)
     assert torch.allclose(ours, theirs.T, atol=1e-6)
+
+
+def test_imagefolder_recipe_lit_exports_dual_encoder(minilm_path, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    lines = ["file_name,text"]
+    for i, row in enumerate(digits("train", image_size=64).rows[:16]):
+        row["image"].save(folder / f"{i}.png")
+        lines.append(f"{i}.png,a handwritten {DIGIT_NAMES[row['label']]}")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    recipe = RECIPE.parent / "clip_imagefolder.yaml"
+    run = tmp_path / "run"
+    overrides = [f"output_dir={run}", f"data.train={folder}", f"model.text.name_or_path={minilm_path}"]
+    overrides += [
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.progress_bar=false",
+        "model.image.config.num_hidden_layers=1",
+    ]
+    assert main(["train", str(recipe), *overrides]) == 0
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["model_type"] == "vision-text-dual-encoder"
+    result = pipeline("zero-shot-image-classification", model=str(run / "model"))(
+        str(folder / "0.png"), candidate_labels=["seven", "two"]
+    )
+    assert len(result) == 2
