@@ -394,3 +394,14 @@ def test_float32_compute_under_bf16_autocast(name):
     torch.testing.assert_close(loss, reference, **TOL)
     loss.backward()
     assert all(x.grad is None or x.grad.dtype == torch.bfloat16 for x in inputs)
+
+
+def test_logit_scale_clamps_the_parameter_and_keeps_its_gradient():
+    scale = LogitScale(init=50.0, max_scale=100.0)
+    with torch.no_grad():
+        scale.log_scale.fill_(math.log(500.0))  # an optimizer step pushed it past the bound
+    value = scale()
+    assert value.item() == pytest.approx(100.0)
+    assert scale.log_scale.item() == pytest.approx(math.log(100.0))  # clamped in place, as CLIP does
+    value.backward()
+    assert scale.log_scale.grad.item() == pytest.approx(100.0)  # d exp(t)/dt: it can come back down

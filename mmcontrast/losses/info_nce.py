@@ -57,9 +57,11 @@ DEFAULT_SCALE = 20.0
 class LogitScale(nn.Module):
     """A logit scale (inverse temperature) stored in log space, as in CLIP.
 
-    The parameter is ``log(init)``; :meth:`forward` returns ``exp(clamp(param, 0, log(max_scale)))``,
-    so the scale stays in ``[1, max_scale]`` (CLIP clamps at 100). While the parameter sits outside
-    that range its gradient is zero.
+    The parameter is ``log(init)``. :meth:`forward` first clamps the stored value into
+    ``[0, log(max_scale)]`` in place (CLIP clamps the parameter after each optimizer step; doing it
+    before each use is the same thing and needs no hook in the training loop), then returns its
+    ``exp``, so the scale stays in ``[1, max_scale]`` and always keeps its gradient: a scale pushed
+    to the bound can come back down.
 
     Args:
         init: initial scale; CLIP's ``1 / 0.07`` by default. Must lie in ``[1, max_scale]``.
@@ -82,7 +84,9 @@ class LogitScale(nn.Module):
 
     def forward(self) -> Tensor:
         """The current scale, a scalar tensor that carries the gradient to ``log_scale``."""
-        return self.log_scale.clamp(0.0, math.log(self.max_scale)).exp()
+        with torch.no_grad():
+            self.log_scale.clamp_(0.0, math.log(self.max_scale))
+        return self.log_scale.exp()
 
     def extra_repr(self) -> str:
         return f"learnable={isinstance(self.log_scale, nn.Parameter)}, max_scale={self.max_scale}"
