@@ -27,6 +27,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sbert_vs_st.py
+	$(BIN)/python benchmarks/cached_step_bench.py
+	$(BIN)/python benchmarks/loss_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
