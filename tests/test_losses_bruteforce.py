@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from loss_checks import TOL, assert_same_value_and_grads, leaf
 from torch import Tensor
 
 from mmcontrast.losses import (
@@ -28,21 +29,6 @@ from mmcontrast.losses import (
     pair_margin_loss,
     triplet_margin_loss,
 )
-
-TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def leaf(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(*shape, generator=generator)).requires_grad_()
-
-
-def assert_same_value_and_grads(actual: Tensor, expected: Tensor, inputs: list[Tensor]) -> None:
-    torch.testing.assert_close(actual, expected, **TOL)
-    actual_grads = torch.autograd.grad(actual, inputs, retain_graph=True)
-    expected_grads = torch.autograd.grad(expected, inputs)
-    for got, want in zip(actual_grads, expected_grads, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
 
 
 def value(x: Tensor) -> float:

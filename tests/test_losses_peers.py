@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from loss_checks import assert_same_value_and_grads, leaf
 from torch import Tensor, nn
 
 from mmcontrast.losses import (
@@ -25,8 +26,6 @@ from mmcontrast.losses import (
 open_clip_loss = pytest.importorskip("open_clip.loss")
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
-
-TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 class Passthrough(nn.Module):
@@ -44,19 +43,6 @@ def st_loss(loss_class, **options):
         return loss([{"embedding": column} for column in columns], labels)
 
     return call
-
-
-def leaf(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(*shape, generator=generator)).requires_grad_()
-
-
-def assert_same_value_and_grads(actual: Tensor, expected: Tensor, inputs: list[Tensor]) -> None:
-    torch.testing.assert_close(actual, expected, **TOL)
-    actual_grads = torch.autograd.grad(actual, inputs, retain_graph=True)
-    expected_grads = torch.autograd.grad(expected, inputs)
-    for got, want in zip(actual_grads, expected_grads, strict=True):
-        torch.testing.assert_close(got, want, **TOL)
 
 
 # ---------------------------------------------------------------------------------------------
