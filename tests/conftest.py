@@ -107,3 +107,19 @@ def pairs_csv(tmp_path) -> Path:
         writer.writerow(["anchor", "positive"])
         writer.writerows(synthetic_pairs(96))
     return path
+
+
+def pairs_training_args(model: str, data: Path, output_dir: Path) -> list[str]:
+    """`mmcontrast train` arguments for the pairs recipe on a local model and csv, with no evaluation."""
+    return [
+        "train",
+        "recipes/sbert_pairs.yaml",
+        f"model.name_or_path={model}",
+        f"data.train={data}",
+        "data.format=csv",
+        "data.columns=[anchor, positive]",
+        "data.min_score=null",
+        "eval.sts=null",
+        "eval.retrieval=null",
+        f"output_dir={output_dir}",
+    ]

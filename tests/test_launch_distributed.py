@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import pairs_training_args
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,16 +39,7 @@ def _free_port() -> int:
 
 def _train_args(model: str, data: Path, output_dir: Path, batch_size: int, *extra: str) -> list[str]:
     return [
-        "train",
-        "recipes/sbert_pairs.yaml",
-        f"model.name_or_path={model}",
-        f"data.train={data}",
-        "data.format=csv",
-        "data.columns=[anchor, positive]",
-        "data.min_score=null",
-        "eval.sts=null",
-        "eval.retrieval=null",
-        f"output_dir={output_dir}",
+        *pairs_training_args(model, data, output_dir),
         f"train.batch_size={batch_size}",
         "train.max_steps=1",
         "train.warmup_ratio=0.0",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import pairs_training_args
 from safetensors.torch import load_file
 
 from mmcontrast.engine.checkpoints import checkpoint_dirs
@@ -21,16 +22,7 @@ def _command(tiny_bert_path: str, data: Path, output_dir: Path, *extra: str) -> 
         sys.executable,
         "-m",
         "mmcontrast.cli",
-        "train",
-        "recipes/sbert_pairs.yaml",
-        f"model.name_or_path={tiny_bert_path}",
-        f"data.train={data}",
-        "data.format=csv",
-        "data.columns=[anchor, positive]",
-        "data.min_score=null",
-        "eval.sts=null",
-        "eval.retrieval=null",
-        f"output_dir={output_dir}",
+        *pairs_training_args(tiny_bert_path, data, output_dir),
         "train.batch_size=8",
         "train.max_steps=120",
         "train.save_steps=10",
