@@ -56,9 +56,8 @@ def main() -> None:
             if step >= 2:  # two warm-up steps
                 times[name].append(time.perf_counter() - start)
     uncached, cached = (statistics.median(times[n]) for n in ("uncached", "cached"))
-    print(
-        f"all-MiniLM-L6-v2, batch {args.batch_size} pairs, cache_chunk_size {args.chunk}, {torch.get_num_threads()} threads"
-    )
+    threads = torch.get_num_threads()
+    print(f"all-MiniLM-L6-v2, batch {args.batch_size} pairs, cache_chunk_size {args.chunk}, {threads} threads")
     print("| step | median s/step | ratio |\n|---|---|---|")
     print(f"| uncached | {uncached:.3f} | 1.00 |\n| cached | {cached:.3f} | {cached / uncached:.2f} |")
 

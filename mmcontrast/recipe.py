@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mmcontrast.recipes import clip, sbert
+from mmcontrast.recipes import clip, sbert, simclr
 from mmcontrast.recipes.base import RecipeBase, RecipeParts
 from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
 
@@ -24,6 +24,7 @@ class RecipeKind(NamedTuple):
 RECIPES: dict[str, RecipeKind] = {
     "sbert": RecipeKind(sbert.SbertRecipe, sbert.build),
     "clip": RecipeKind(clip.ClipRecipe, clip.build),
+    "simclr": RecipeKind(simclr.SimclrRecipe, simclr.build),
 }
 
 

@@ -33,7 +33,7 @@ def trained_clip(tmp_path_factory) -> Path:
             "train",
             str(RECIPE),
             f"output_dir={run}",
-            "train.max_steps=12",
+            "train.max_steps=60",
             "train.batch_size=32",
             "train.save_steps=0",
             "train.eval_steps=0",

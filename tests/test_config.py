@@ -58,9 +58,7 @@ def test_wrong_type_is_named(override, key):
 
 
 def test_overrides_parse_yaml_values():
-    recipe, raw = load_recipe(
-        SBERT, ["train.lr=3e-5", "train.batch_size=4", "data.columns=[a, b]", "eval.sts=null"]
-    )
+    recipe, raw = load_recipe(SBERT, ["train.lr=3e-5", "train.batch_size=4", "data.columns=[a, b]", "eval.sts=null"])
     assert recipe.train.lr == pytest.approx(3e-5)
     assert recipe.train.batch_size == 4
     assert recipe.data.columns == ["a", "b"]

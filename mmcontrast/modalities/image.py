@@ -150,6 +150,87 @@ class ImageEncoder(nn.Module):
             backbone, "transformers", config.hidden_size, size, mean, std, str(getattr(source, "name_or_path", source))
         )
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the backbone as a generic encoder folder: ``model.safetensors`` + ``config.json``.
+
+        ``config.json`` holds what rebuilds the architecture (``kind``, backbone ``name``, constructor
+        ``options``; for transformers backbones their config) and the preprocessing (``image_size``, ``mean``,
+        ``std``). Nothing is pickled. :meth:`from_pretrained` loads the folder back.
+        """
+        import json
+
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        config: dict = {
+            "format": "mmcontrast-image-encoder",
+            "kind": self.kind,
+            "name": self.name,
+            "options": dict(getattr(self, "create_options", None) or {}),
+            "embedding_dim": self.embedding_dim,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+        if self.kind == "transformers":
+            transformers_config = self.backbone.config.to_dict()
+            transformers_config.pop("auto_map", None)
+            config["transformers_config"] = transformers_config
+        elif self.kind not in ("timm", "torchvision", "open_clip") or not self.name.startswith(f"{self.kind}/"):
+            raise ValueError(
+                f"ImageEncoder.save_pretrained: a {self.kind!r} backbone named {self.name!r} cannot be rebuilt "
+                "(expected timm/<model>, torchvision/<model>, open_clip/<model> or a transformers model)"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self.backbone, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ImageEncoder:
+        """Load a folder written by :meth:`save_pretrained` (in eval mode).
+
+        The architecture is rebuilt from the libraries' own registries (timm, torchvision, open_clip, or a
+        built-in transformers config class) and the weights are read from safetensors: no code from the folder
+        is run, no pickle is loaded, nothing is downloaded.
+        """
+        import json
+
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"ImageEncoder.from_pretrained: '{path}' does not exist")
+        config = json.loads(config_path.read_text())
+        if config.get("format") != "mmcontrast-image-encoder":
+            raise ValueError(
+                f"'{config_path}' is not an mmcontrast image encoder config (format {config.get('format')!r}); "
+                "a transformers model folder loads with ImageEncoder.create(folder)"
+            )
+        kind = config["kind"]
+        if kind == "transformers":
+            from transformers import CONFIG_MAPPING, AutoModel
+
+            options = dict(config["transformers_config"])
+            model_type = options.get("model_type")
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(f"'{config_path}': unknown transformers model_type {model_type!r}")
+            backbone = AutoModel.from_config(CONFIG_MAPPING[model_type].from_dict(options))
+            encoder = cls(backbone, kind, config["embedding_dim"], config["image_size"], name=config["name"])
+        elif kind in ("timm", "torchvision", "open_clip"):
+            encoder = cls.create(config["name"], image_size=config["image_size"], **config.get("options", {}))
+        else:
+            raise ValueError(f"'{config_path}': unknown backbone kind {kind!r}")
+        encoder.mean, encoder.std = tuple(config["mean"]), tuple(config["std"])
+        encoder.transform = image_transform(encoder.image_size, encoder.mean, encoder.std)
+        try:
+            load_model(encoder.backbone, str(weights_path), strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"'{weights_path}' does not fit the backbone of '{config_path}': {error}") from error
+        return encoder.eval()
+
     def preprocess(self, images: Sequence[Image.Image | torch.Tensor]) -> torch.Tensor:
         """PIL images (or uint8 / float image tensors) -> a normalised ``[B, 3, S, S]`` batch."""
         return torch.stack([self.transform(image) for image in images])

@@ -24,32 +24,14 @@ from mmcontrast.hub.model_card import CardInfo, write_model_card
 from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
 from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
-from mmcontrast.modalities.image import ImageEncoder
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 
 _USAGE = """from transformers import pipeline
 
 classifier = pipeline("zero-shot-image-classification", model="{path}")
 print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_template="{template}"))"""
-
-
-@dataclass
-class ImageTowerConfig:
-    """The image tower (`model.image:` section).
-
-    Attributes:
-        backbone: `timm/<model>`, `torchvision/<model>`, `open_clip/<model>` or a local transformers folder.
-        config: instead of `backbone`, a transformers vision config to build a randomly initialised tower
-            (`model_type` plus sizes, e.g. `{model_type: clip_vision_model, image_size: 32, patch_size: 4}`).
-        weights: a local safetensors / PyTorch file with backbone weights.
-        image_size: input side (default: the backbone's own).
-    """
-
-    backbone: str | None = None
-    config: dict[str, Any] | None = None
-    weights: str | None = None
-    image_size: int | None = None
 
 
 @dataclass
@@ -156,20 +138,6 @@ class ClipRecipe(RecipeBase):
     eval: ZeroShotEvalConfig = field(default_factory=ZeroShotEvalConfig)
 
 
-def _image_tower(config: ImageTowerConfig) -> ImageEncoder:
-    if config.config is not None:
-        from transformers import AutoConfig, AutoModel
-
-        options = dict(config.config)
-        model_type = options.pop("model_type", None)
-        if model_type is None:
-            raise ValueError("model.image.config needs a model_type (e.g. clip_vision_model, vit)")
-        return ImageEncoder.from_transformers(AutoModel.from_config(AutoConfig.for_model(model_type, **options)))
-    if config.backbone:
-        return ImageEncoder.create(config.backbone, image_size=config.image_size, weights=config.weights)
-    raise ValueError("model.image needs a backbone (timm/..., torchvision/..., a folder) or a config")
-
-
 def _text_tower(config: TextTowerConfig) -> TextEncoder:
     if config.config is not None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -235,7 +203,7 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, (image, caption) rows, sampler and evaluators of a CLIP recipe."""
     model, data = recipe.model, recipe.data
     method = CLIP(
-        _image_tower(model.image),
+        build_image_tower(model.image),
         _text_tower(model.text),
         model.embed_dim,
         logit_scale_init=model.logit_scale_init,

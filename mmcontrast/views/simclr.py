@@ -1,0 +1,164 @@
+"""SimCLR's augmented views: the random transformation family of Chen et al. (2020), seeded per row.
+
+Two (or more) views of an image are drawn independently from one stochastic pipeline
+(``torchvision.transforms.v2``):
+
+1. random resized crop to ``size`` (area fraction ``crop_scale``, aspect ratio 3/4..4/3), bicubic;
+2. horizontal flip with p = 0.5 (optional: off for digits and text, where mirroring changes the class);
+3. colour jitter with strength ``s``: brightness 0.8s, contrast 0.8s, saturation 0.8s, hue 0.2s, applied with
+   p = 0.8;
+4. grayscale with p = 0.2;
+5. Gaussian blur with p = 0.5, kernel ~10% of the side (odd, >= 3), sigma uniform in [0.1, 2.0];
+6. scale to [0, 1] and normalise with the backbone's mean and std.
+
+The views are made in the data pipeline (DataLoader workers), not in the model. :class:`ViewsDataset` makes
+them reproducible: row ``i`` of epoch ``e`` is transformed under a torch generator seeded from
+``(seed, e, i)``, so the same triple gives the same views in any worker or process, a resumed run sees the
+same views, and another epoch gives new ones.
+
+Reference:
+    Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual Representations",
+    ICML 2020 (Appendix A: data augmentation details). https://arxiv.org/abs/2002.05709
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+SIMCLR_CROP_SCALE = (0.08, 1.0)
+
+
+def _to_rgb(image: Any) -> Any:
+    """PIL images of any mode -> RGB (tensors pass through); a named function so that workers can pickle it."""
+    return image.convert("RGB") if isinstance(image, Image.Image) else image
+
+
+def blur_kernel_size(size: int) -> int:
+    """SimCLR's blur kernel: about 10% of the image side, odd, at least 3."""
+    kernel = max(3, round(0.1 * size))
+    return kernel if kernel % 2 == 1 else kernel + 1
+
+
+def simclr_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    strength: float = 1.0,
+    crop_scale: Sequence[float] = SIMCLR_CROP_SCALE,
+    flip: bool = True,
+    blur: bool = True,
+    grayscale: bool = True,
+) -> v2.Compose:
+    """The SimCLR augmentation of one view: PIL image (or uint8 tensor) -> normalised ``[3, size, size]``.
+
+    Args:
+        size: side of the output view (the backbone's input size).
+        mean, std: the backbone's input normalisation.
+        strength: colour-jitter strength ``s`` (jitter 0.8s, 0.8s, 0.8s, 0.2s); 0 disables colour jitter.
+        crop_scale: (min, max) fraction of the image area kept by the random resized crop.
+        flip: random horizontal flip (p = 0.5).
+        blur: Gaussian blur (p = 0.5, kernel ~10% of ``size``).
+        grayscale: random grayscale (p = 0.2).
+    """
+    if size < 1:
+        raise ValueError(f"views: size must be positive, got {size}")
+    if strength < 0:
+        raise ValueError(f"views: strength must be >= 0, got {strength}")
+    low, high = (float(v) for v in crop_scale)
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"views: crop_scale must be (min, max) with 0 < min <= max <= 1, got {list(crop_scale)}")
+    steps: list[Any] = [
+        v2.Lambda(_to_rgb),
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=(low, high), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+    ]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if strength > 0:
+        jitter = v2.ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, min(0.2 * strength, 0.5))
+        steps.append(v2.RandomApply([jitter], p=0.8))
+    if grayscale:
+        steps.append(v2.RandomGrayscale(p=0.2))
+    if blur:
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
+
+
+def view_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that is a fixed function of ``(seed, epoch, index)`` (the same in every process)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class ViewsDataset(torch.utils.data.Dataset):
+    """Rows with an ``image`` -> rows with ``views``: a list of augmented ``[3, S, S]`` tensors.
+
+    Row ``index`` of epoch ``epoch`` is transformed with torch's CPU generator seeded by
+    ``view_seed(seed, epoch, index)``, its state saved before and restored after (a fork of the RNG): the views
+    depend on that triple only (not on the worker, process, or what was drawn before), and the caller's RNG is
+    left untouched.
+    The engine calls :meth:`set_epoch` before each epoch (and rebuilds its DataLoader, so workers see it).
+
+    Args:
+        rows: indexable rows, each a dict with an ``image`` (PIL image or tensor); other keys (``label``) are
+            kept, ``image`` is replaced by ``views``.
+        views: one transform used for every view, or a sequence of transforms, one per view (asymmetric views).
+        seed: base seed of the views.
+        num_views: views per image when ``views`` is a single transform (>= 2).
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        views: Callable[[Any], torch.Tensor] | Sequence[Callable[[Any], torch.Tensor]],
+        seed: int = 0,
+        num_views: int = 2,
+    ) -> None:
+        if callable(views):
+            if num_views < 2:
+                raise ValueError(f"views: num_views must be >= 2 (positives are pairs of views), got {num_views}")
+            transforms = [views] * num_views
+        else:
+            transforms = list(views)
+            if len(transforms) < 2:
+                raise ValueError(f"views: give at least two transforms, got {len(transforms)}")
+        self.rows = rows
+        self.transforms = transforms
+        self.seed = int(seed)
+        self.epoch = 0
+
+    @property
+    def num_views(self) -> int:
+        return len(self.transforms)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the views of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = dict(self.rows[index])
+        if "image" not in row:
+            raise KeyError(f"views: row {index} has no 'image' (keys: {sorted(row)})")
+        image = row.pop("image")
+        # fork the CPU generator (the transforms draw from it), as torch.random.fork_rng(devices=[]) with
+        # torch.manual_seed would, without their cost of seeding every accelerator backend per row
+        generator = torch.default_generator
+        state = generator.get_state()
+        try:
+            generator.manual_seed(view_seed(self.seed, self.epoch, index))
+            row["views"] = [transform(image) for transform in self.transforms]
+        finally:
+            generator.set_state(state)
+        row["index"] = index
+        return row
