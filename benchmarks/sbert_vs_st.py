@@ -159,7 +159,7 @@ def _run_st(output_dir: Path, limit: int | None) -> dict:
         "steps": int(result.global_step),
         **timer.record(),
         "threads": torch.get_num_threads(),
-        "optimizer": str(args.optim),
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
         "model_dir": str(model_dir),
     }
 
