@@ -122,6 +122,7 @@ class ImageEncoder(nn.Module):
                 f"image backbone '{name}' is not understood: use timm/<model>, torchvision/<model>, "
                 "open_clip/<model> or a local transformers folder"
             )
+        encoder.create_options = options  # recorded so that save_pretrained / from_pretrained rebuild the same model
         if weights:
             missing, unexpected = encoder.backbone.load_state_dict(load_state_dict(weights), strict=False)
             if unexpected or len(missing) == len(list(encoder.backbone.state_dict())):
