@@ -10,8 +10,8 @@ computes in float32 and masks false negatives the same way:
   under bf16/fp16 autocast. The loss value is float32 and gradients flow back in the input dtype.
 * **Similarities and distances** between float32 embeddings: :func:`prepare`,
   :func:`pairwise_cosine`, :func:`distance_matrix`, :func:`paired_distance`.
-* **False-negative masks** from labels (:func:`false_negative_mask`) and the InfoNCE-style core
-  (:func:`contrastive_cross_entropy`). It takes a block of queries, a block of keys and the target
+* **False-negative masks** from labels (:func:`false_negative_mask`) and the InfoNCE-style logits
+  (:func:`contrastive_logits`). They take a block of queries, a block of keys and the target
   key of each query, which is the unit the other two core modules work on:
   :mod:`mmcontrast.losses.distributed` makes the queries the local rows and the keys the rows of
   all ranks (targets offset by the rank), and :mod:`mmcontrast.losses.tiled` evaluates the same
@@ -197,23 +197,3 @@ def contrastive_logits(
         mask = false_negative_mask(query_labels, key_labels, targets, keys.shape[0])
         logits = logits.masked_fill(mask, -math.inf)
     return logits
-
-
-def contrastive_cross_entropy(
-    queries: Tensor,
-    keys: Tensor,
-    targets: Tensor,
-    scale: Scale,
-    query_labels: Tensor | None = None,
-    key_labels: Tensor | None = None,
-) -> Tensor:
-    """Per-query InfoNCE terms ``-log softmax_j(scale * q_i . k_j)[targets[i]]``, shape ``[Q]``.
-
-    ``queries`` ``[Q, d]`` and ``keys`` ``[K, d]`` are float32 embeddings, already normalised if the
-    loss is cosine-based; ``targets`` ``[Q]`` index the positive key of each query. With labels,
-    :func:`false_negative_mask` removes same-label keys from the denominator. This materialises the
-    ``[Q, K]`` logits; :func:`mmcontrast.losses.tiled.cross_entropy_terms` picks between it and the
-    tiled form. Call inside :func:`full_precision`.
-    """
-    logits = contrastive_logits(queries, keys, targets, scale, query_labels, key_labels)
-    return F.cross_entropy(logits, targets, reduction="none")

@@ -170,8 +170,8 @@ def cross_entropy_terms(
 ) -> tuple[Tensor, Tensor | None]:
     """Per-query InfoNCE terms and, with ``transpose``, per-key terms of the reverse direction.
 
-    Row terms are :func:`~mmcontrast.losses.similarity.contrastive_cross_entropy`'s
-    ``-log softmax_j(scale * q_i . k_j)[targets[i]]``, shape ``[Q]``. With ``transpose=True`` (which
+    Row terms are ``-log softmax_j(scale * q_i . k_j)[targets[i]]`` over
+    :func:`~mmcontrast.losses.similarity.contrastive_logits`, shape ``[Q]``. With ``transpose=True`` (which
     needs ``targets == arange(Q)``: key ``i`` is query ``i``'s positive) the second result holds, for
     each of the first ``Q`` keys, ``-log softmax_i(scale * q_i . k_j)[j]``: the key as the query
     against all queries, from the same logits (CLIP's text -> image direction). False negatives
