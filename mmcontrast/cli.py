@@ -44,10 +44,10 @@ def _zero_shot(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from mmcontrast.data.images import DecodedImages, load_image_rows
+    from mmcontrast.evaluation.plots import plot_confusion_matrix
     from mmcontrast.evaluation.zero_shot import (
         TransformersDualEncoder,
         image_text_retrieval,
-        plot_confusion_matrix,
         zero_shot_classifier,
         zero_shot_metrics,
     )

@@ -1,4 +1,4 @@
-"""Plots a person would rather look at than read: the training curve."""
+"""Plots a person would rather look at than read: the training curve, the confusion matrix."""
 
 from __future__ import annotations
 
@@ -34,6 +34,35 @@ def plot_training_curve(log_history: Sequence[dict[str, Any]], path: str | Path)
         eval_axis.set_title("evaluation")
         eval_axis.grid(alpha=0.3)
         eval_axis.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_confusion_matrix(
+    labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str], path: str | Path
+) -> Path:
+    """Save a confusion-matrix PNG (rows: true class, columns: predicted class, row-normalised)."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(list(labels), list(predictions), labels=list(range(len(classes))), normalize="true")
+    size = max(4.0, 0.5 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if matrix[i, j] >= 0.005:
+                    colour = "white" if matrix[i, j] > 0.5 else "black"
+                    axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    figure.colorbar(image, fraction=0.046)
+    axis.set_title("zero-shot confusion matrix")
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

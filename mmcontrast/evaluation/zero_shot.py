@@ -77,40 +77,6 @@ def image_text_retrieval(image_embeddings: torch.Tensor, captions: Sequence[str]
     }
 
 
-def plot_confusion_matrix(
-    labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str], path: str | Path
-) -> Path:
-    """Save a confusion-matrix PNG (rows: true class, columns: predicted class, row-normalised)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(list(labels), list(predictions), labels=list(range(len(classes))), normalize="true")
-    size = max(4.0, 0.5 * len(classes) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
-    image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    if len(classes) <= 20:
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                if matrix[i, j] >= 0.005:
-                    colour = "white" if matrix[i, j] > 0.5 else "black"
-                    axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
-    figure.colorbar(image, fraction=0.046)
-    axis.set_title("zero-shot confusion matrix")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
 class TransformersDualEncoder:
     """A saved transformers dual encoder (``CLIPModel``, ``VisionTextDualEncoderModel``) with its processor."""
 

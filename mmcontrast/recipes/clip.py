@@ -12,11 +12,10 @@ from safetensors.torch import save_file
 
 from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
-from mmcontrast.evaluation.plots import plot_training_curve
+from mmcontrast.evaluation.plots import plot_confusion_matrix, plot_training_curve
 from mmcontrast.evaluation.zero_shot import (
     TransformersDualEncoder,
     image_text_retrieval,
-    plot_confusion_matrix,
     zero_shot_classifier,
     zero_shot_metrics,
 )
