@@ -46,15 +46,15 @@ def _zero_shot(args: argparse.Namespace) -> int:
     from mmcontrast.data.images import DecodedImages, load_image_rows
     from mmcontrast.evaluation.plots import plot_confusion_matrix
     from mmcontrast.evaluation.zero_shot import (
-        TransformersDualEncoder,
         image_text_retrieval,
+        load_dual_encoder,
         zero_shot_classifier,
         zero_shot_metrics,
     )
 
     if not (args.data or args.images or args.retrieval):
         raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")
-    encoder = TransformersDualEncoder(args.model)
+    encoder = load_dual_encoder(args.model)
     report: dict = {}
     if args.data or args.images:
         rows = load_image_rows(args.data, split=args.split) if args.data else None
@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot = commands.add_parser(
         "zero-shot", help="zero-shot image classification / image-text retrieval with a saved dual encoder"
     )
-    zero_shot.add_argument("--model", required=True, help="a transformers CLIPModel / dual-encoder folder")
+    zero_shot.add_argument(
+        "--model", required=True, help="a transformers CLIPModel / dual-encoder folder, or an open_clip folder"
+    )
     zero_shot.add_argument("--classes", nargs="+", help="class names (default: the --data class names)")
     zero_shot.add_argument(
         "--templates", nargs="+", default=["a photo of a {}."], help="prompt templates, averaged per class"

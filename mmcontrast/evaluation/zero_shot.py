@@ -111,3 +111,41 @@ class TransformersDualEncoder:
             )
             chunks.append(self._pooled(self.model.get_text_features(**inputs)))
         return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+
+class OpenClipDualEncoder:
+    """A saved open_clip folder (``open_clip_config.json`` + weights), loaded through ``local-dir:``."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 128) -> None:
+        import open_clip
+
+        folder = Path(folder)
+        if not (folder / "open_clip_config.json").is_file():
+            raise FileNotFoundError(f"'{folder}' is not an open_clip model folder (no open_clip_config.json)")
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            pixels = torch.stack([self.preprocess(image) for image in images[start : start + self.batch_size]])
+            chunks.append(self.model.encode_image(pixels, normalize=True))
+        return torch.cat(chunks).float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
+            chunks.append(self.model.encode_text(tokens, normalize=True))
+        return torch.cat(chunks).float()
+
+
+def load_dual_encoder(folder: str | Path) -> TransformersDualEncoder | OpenClipDualEncoder:
+    """The saved dual encoder in ``folder``: an open_clip folder or a transformers one."""
+    if (Path(folder) / "open_clip_config.json").is_file():
+        return OpenClipDualEncoder(folder)
+    return TransformersDualEncoder(folder)

@@ -1,8 +1,9 @@
 """CLIP: an image tower and a text tower trained so that matching (image, caption) pairs align.
 
-Each tower's features go through a linear projection (no bias) to a shared space and are L2-normalised; the
-loss is the symmetric InfoNCE of the shared core over the batch (every other caption is a negative for an
-image and vice versa):
+Each tower's features go through a linear projection (no bias) to a shared space and are L2-normalised (towers
+that already end in a projection, as open_clip's do, are used as they are: ``project=False``); the loss is the
+symmetric InfoNCE of the shared core over the batch (every other caption is a negative for an image and vice
+versa):
 
     L = 1/2 [ CE(s * I T^T, diag) + CE(s * T I^T, diag) ],   s = exp(t) clamped to [1, 100], t learnable,
 
@@ -29,6 +30,7 @@ from torch import nn
 from mmcontrast.losses import LogitScale, info_nce
 from mmcontrast.methods.base import LossOutput, Method
 from mmcontrast.modalities.image import ImageEncoder
+from mmcontrast.modalities.open_clip_towers import OpenClipTextEncoder
 from mmcontrast.modalities.text import TextEncoder
 
 
@@ -48,26 +50,38 @@ class CLIP(Method):
         logit_scale_init: initial scale (1 / temperature).
         lock_text: freeze the text tower (LiT).
         gather: use every process's pairs as negatives (exact cross-device InfoNCE).
+        project: add the linear projections; False when both towers already project to ``embed_dim``.
+        label_positives: rows with the same class label are not negatives of each other (rows with the same
+            caption never are).
     """
 
     def __init__(
         self,
         image_encoder: ImageEncoder,
-        text_encoder: TextEncoder,
+        text_encoder: TextEncoder | OpenClipTextEncoder,
         embed_dim: int = 512,
         *,
         logit_scale_init: float = 1 / 0.07,
         lock_text: bool = False,
         gather: bool = True,
+        project: bool = True,
+        label_positives: bool = True,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.visual_projection = nn.Linear(image_encoder.embedding_dim, embed_dim, bias=False)
-        self.text_projection = nn.Linear(text_encoder.embedding_dim, embed_dim, bias=False)
+        if project:
+            self.visual_projection = nn.Linear(image_encoder.embedding_dim, embed_dim, bias=False)
+            self.text_projection = nn.Linear(text_encoder.embedding_dim, embed_dim, bias=False)
+        else:
+            dims = {"image": image_encoder.embedding_dim, "text": text_encoder.embedding_dim}
+            if set(dims.values()) != {embed_dim}:
+                raise ValueError(f"CLIP(project=False) needs both towers to output embed_dim={embed_dim}, got {dims}")
+            self.visual_projection, self.text_projection = nn.Identity(), nn.Identity()
         self.logit_scale = LogitScale(logit_scale_init, learnable=True, max_scale=100.0)
         self.lock_text = lock_text
         self.gather = gather
+        self.label_positives = label_positives
         if lock_text:
             text_encoder.requires_grad_(False)
             text_encoder.eval()
@@ -85,7 +99,11 @@ class CLIP(Method):
             "text": self.text_encoder.preprocess(captions),
             # rows of one class, or sharing a caption, are not negatives of each other (on any process)
             "positive_ids": torch.tensor(
-                [row["label"] if "label" in row else _stable_hash(row["caption"]) for row in rows], dtype=torch.long
+                [
+                    row["label"] if self.label_positives and "label" in row else _stable_hash(row["caption"])
+                    for row in rows
+                ],
+                dtype=torch.long,
             ),
         }
 

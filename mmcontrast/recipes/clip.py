@@ -1,4 +1,4 @@
-"""The CLIP recipe: (image, caption) data -> two towers -> a transformers folder for zero-shot classification."""
+"""The CLIP recipe: (image, caption) data -> two towers -> a transformers or open_clip folder for zero-shot use."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, cap
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix, plot_training_curve
 from mmcontrast.evaluation.zero_shot import (
+    OpenClipDualEncoder,
     TransformersDualEncoder,
     image_text_retrieval,
     zero_shot_classifier,
@@ -23,6 +24,7 @@ from mmcontrast.hub.model_card import CardInfo, write_model_card
 from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
 from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
+from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_clip
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
@@ -31,6 +33,18 @@ _USAGE = """from transformers import pipeline
 
 classifier = pipeline("zero-shot-image-classification", model="{path}")
 print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_template="{template}"))"""
+
+_OPEN_CLIP_USAGE = """import open_clip
+import torch
+from PIL import Image
+
+model, _, preprocess = open_clip.create_model_and_transforms("local-dir:{path}")
+tokenizer = open_clip.get_tokenizer("local-dir:{path}")
+labels = [{labels}]
+with torch.no_grad():
+    image = model.encode_image(preprocess(Image.open("my_image.png")).unsqueeze(0), normalize=True)
+    text = model.encode_text(tokenizer(["{template}".format(c) for c in labels]), normalize=True)
+print(labels[(image @ text.T).argmax()])"""
 
 
 @dataclass
@@ -55,24 +69,51 @@ class TextTowerConfig:
 
 
 @dataclass
+class OpenClipConfig:
+    """An open_clip model as both towers (`model.open_clip:` section; used instead of `image` and `text`).
+
+    The towers keep open_clip's own projections and the run also exports an open_clip folder
+    (`open_clip.create_model_and_transforms("local-dir:OUTPUT_DIR/model")`).
+
+    Attributes:
+        name: a model of open_clip's registry (`ViT-B-32`, `RN50`...), randomly initialised.
+        model_cfg: instead, an open_clip model config: `{embed_dim: 64, vision_cfg: {...}, text_cfg: {...}}`.
+        weights: a local open_clip checkpoint (safetensors or state dict) to start from.
+    """
+
+    name: str | None = None
+    model_cfg: dict[str, Any] | None = None
+    weights: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.name is not None or self.model_cfg is not None
+
+
+@dataclass
 class ClipModelConfig:
     """The two towers and the shared space (`model:` section).
 
     Attributes:
         image: the image tower.
         text: the text tower.
-        embed_dim: size of the shared embedding space.
+        open_clip: instead of `image` and `text`, both towers from one open_clip model.
+        embed_dim: size of the shared embedding space (an open_clip model brings its own).
         logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07).
         lock_text: freeze the text tower (LiT: a pretrained text encoder, only the image side learns).
         gather: use every process's pairs as negatives.
+        label_positives: images of the same class are not negatives of each other (labelled data only);
+            false treats every other row as a negative, as CLIP and open_clip do.
     """
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
     embed_dim: int = 512
     logit_scale_init: float = 1 / 0.07
     lock_text: bool = False
     gather: bool = True
+    label_positives: bool = True
 
 
 @dataclass
@@ -198,17 +239,26 @@ def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
     return _ZeroShot(rows, config.classes or rows.classes, config.templates)
 
 
+def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
+    """The CLIP method, and the open_clip model config when its towers come from open_clip."""
+    options = {"lock_text": model.lock_text, "gather": model.gather, "label_positives": model.label_positives}
+    if not model.open_clip.enabled:
+        image, text = build_image_tower(model.image), _text_tower(model.text)
+        return CLIP(image, text, model.embed_dim, logit_scale_init=model.logit_scale_init, **options), None
+    if model.image.backbone or model.image.config or model.text.name_or_path or model.text.config:
+        raise ValueError("model.open_clip replaces model.image and model.text: give one or the other")
+    towers = open_clip_towers(model.open_clip.name, model.open_clip.model_cfg, model.open_clip.weights)
+    scale = towers.logit_scale if model.open_clip.weights else model.logit_scale_init
+    method = CLIP(
+        towers.image, towers.text, towers.model_cfg["embed_dim"], logit_scale_init=scale, project=False, **options
+    )
+    return method, towers.model_cfg
+
+
 def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, (image, caption) rows, sampler and evaluators of a CLIP recipe."""
-    model, data = recipe.model, recipe.data
-    method = CLIP(
-        build_image_tower(model.image),
-        _text_tower(model.text),
-        model.embed_dim,
-        logit_scale_init=model.logit_scale_init,
-        lock_text=model.lock_text,
-        gather=model.gather,
-    )
+    data = recipe.data
+    method, open_clip_cfg = _method(recipe.model)
     rows = _rows(data.train, data.split, data)
     if rows.classes:
         rows = caption_rows(rows, data.captions)
@@ -233,7 +283,9 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
         dataset=dataset,
         batch_sampler=batch_sampler(recipe.train, len(dataset)),
         evaluators=evaluators,
-        export=lambda trained, result, output_dir: export(trained, recipe, raw, result, output_dir, zero_shot),
+        export=lambda trained, result, output_dir: export(
+            trained, recipe, raw, result, output_dir, zero_shot, open_clip_cfg
+        ),
         skipped_rows=len(rows.skipped),
     )
 
@@ -245,23 +297,34 @@ def export(
     result: TrainingResult,
     output_dir: Path,
     zero_shot: _ZeroShot | None,
+    open_clip_cfg: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `OUTPUT_DIR/model` (transformers CLIP / dual encoder + processor), a model card and plots."""
+    """Write `OUTPUT_DIR/model` (a transformers CLIP / dual encoder + processor, or an open_clip folder for
+    open_clip towers), a model card and plots."""
     model_dir = output_dir / "model"
     kind = transformers_export_kind(method)
-    if kind is None:
+    if open_clip_cfg is not None:
+        save_open_clip(
+            method.image_encoder, method.text_encoder, method.logit_scale.log_scale, open_clip_cfg, model_dir
+        )
+        encoder, library, usage = OpenClipDualEncoder(model_dir), "open_clip", _OPEN_CLIP_USAGE
+        description = "An open_clip model"
+    elif kind is not None:
+        export_transformers_clip(method, model_dir)
+        encoder, library, usage = TransformersDualEncoder(model_dir), "transformers", _USAGE
+        description = f"An image-text dual encoder ({'CLIPModel' if kind == 'clip' else 'VisionTextDualEncoderModel'})"
+    else:
         model_dir.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in method.state_dict().items()}, model_dir / "model.safetensors")
         (model_dir / "mmcontrast_recipe.json").write_text(json.dumps(raw, indent=1))
-        print("the towers have no transformers dual-encoder form: saved the weights and the recipe only")
+        print("the towers have no transformers or open_clip form: saved the weights and the recipe only")
         return model_dir
-    export_transformers_clip(method, model_dir)
     image, results = None, []
     if any("loss" in r for r in result.log_history):
         plot_training_curve(result.log_history, model_dir / "training_curve.png")
         image = "training_curve.png"
     if zero_shot is not None:
-        metrics, predictions = zero_shot.evaluate(TransformersDualEncoder(model_dir))
+        metrics, predictions = zero_shot.evaluate(encoder)
         plot_confusion_matrix(zero_shot.labels, predictions, zero_shot.classes, model_dir / "confusion_matrix.png")
         dataset = Path(recipe.eval.zero_shot or "").name or "zero-shot"
         results = [("zero-shot-image-classification", dataset, name, value) for name, value in metrics.items()]
@@ -273,13 +336,12 @@ def export(
         CardInfo(
             title=f"mmcontrast clip model ({output_dir.name})",
             description=(
-                f"An image-text dual encoder ({'CLIPModel' if kind == 'clip' else 'VisionTextDualEncoderModel'}) "
-                f"trained with the CLIP method of mmcontrast on `{recipe.data.train}`. Use it for zero-shot image "
-                "classification and image-text retrieval."
+                f"{description} trained with the CLIP method of mmcontrast on `{recipe.data.train}`. Use it for "
+                "zero-shot image classification and image-text retrieval."
             ),
-            library_name="transformers",
+            library_name=library,
             pipeline_tag="zero-shot-image-classification",
-            usage=_USAGE.format(path=model_dir, labels=labels, template=template),
+            usage=usage.format(path=model_dir, labels=labels, template=template),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             tags=["clip", "zero-shot-image-classification", "image-text"],
             results=results,

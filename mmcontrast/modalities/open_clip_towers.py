@@ -1,0 +1,133 @@
+"""An open_clip model as two mmcontrast towers, and the open_clip folder that loads it back.
+
+open_clip builds image and text towers that already end in their projection to the shared space. Here the
+model is built with its text tower as one module (open_clip's ``CustomTextCLIP`` layout: ``visual.*``,
+``text.*``, ``logit_scale``), so that the image side becomes an :class:`~mmcontrast.modalities.image.ImageEncoder`
+and the text side an :class:`OpenClipTextEncoder` of the CLIP method, trained by the shared loss core.
+:func:`save_open_clip` writes the folder ``open_clip.create_model_and_transforms("local-dir:DIR")`` loads:
+``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and ``open_clip_model.safetensors``.
+
+Models come from open_clip's own registry by name (``ViT-B-32``, random init) or from a ``model_cfg`` dict
+(``embed_dim``, ``vision_cfg``, ``text_cfg``); ``weights`` loads a local open_clip checkpoint. Nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from mmcontrast.modalities.image import ImageEncoder
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+
+
+class OpenClipTextEncoder(nn.Module):
+    """open_clip's text tower (token embedding, causal transformer, end-of-text pooling, projection).
+
+    Args:
+        tower: ``CustomTextCLIP.text`` (a ``TextTransformer``).
+        tokenizer: open_clip tokenizer (texts -> ``[B, context_length]`` token ids).
+    """
+
+    pooling = "open_clip"  # pooled and projected by the tower itself
+
+    def __init__(self, tower: nn.Module, tokenizer: Any) -> None:
+        super().__init__()
+        self.tower = tower
+        self.tokenizer = tokenizer
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.tower.output_dim
+
+    def preprocess(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Texts -> ``{"input_ids": [B, context_length]}``."""
+        return {"input_ids": self.tokenizer(list(texts))}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``{"input_ids"}`` -> ``[B, d]`` projected text features."""
+        return self.tower(features["input_ids"])
+
+
+@dataclass
+class OpenClipTowers:
+    """The two towers of one open_clip model and what rebuilds it.
+
+    Attributes:
+        image: the visual tower.
+        text: the text tower.
+        model_cfg: open_clip's model config (``embed_dim``, ``vision_cfg``, ``text_cfg``...).
+        logit_scale: the model's logit scale (not its log).
+    """
+
+    image: ImageEncoder
+    text: OpenClipTextEncoder
+    model_cfg: dict[str, Any]
+    logit_scale: float
+
+
+def open_clip_towers(
+    name: str | None = None, model_cfg: dict[str, Any] | None = None, weights: str | None = None
+) -> OpenClipTowers:
+    """Build an open_clip model from its registry ``name`` or a ``model_cfg`` dict and split it into towers."""
+    import open_clip
+    from open_clip.model import CustomTextCLIP
+    from open_clip.transform import PreprocessCfg
+
+    if (name is None) == (model_cfg is None):
+        raise ValueError("model.open_clip needs exactly one of `name` (e.g. ViT-B-32) or `model_cfg`")
+    if name is not None:
+        model_cfg = open_clip.get_model_config(name)
+        if model_cfg is None:
+            raise ValueError(
+                f"model.open_clip.name '{name}' is not an open_clip model; see open_clip.list_models() "
+                f"(e.g. {', '.join(open_clip.list_models()[:4])})"
+            )
+    model_cfg = {key: value for key, value in dict(model_cfg).items() if key != "custom_text"}
+    if "hf_model_name" in model_cfg.get("text_cfg", {}):
+        raise ValueError("model.open_clip: text towers from transformers (hf_model_name) are not supported here")
+    model = CustomTextCLIP(**model_cfg)
+    if weights:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"model.open_clip.weights '{weights}' does not exist")
+        open_clip.load_checkpoint(model, weights)
+    visual = model.visual
+    size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+    preprocess = PreprocessCfg(size=size)
+    image = ImageEncoder(visual, "open_clip", visual.output_dim, size, preprocess.mean, preprocess.std, name or "")
+    context_length = model_cfg.get("text_cfg", {}).get("context_length", 77)
+    tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    text = OpenClipTextEncoder(model.text, tokenizer)
+    return OpenClipTowers(image, text, model_cfg, float(model.logit_scale.detach().exp()))
+
+
+def save_open_clip(
+    image: ImageEncoder, text: OpenClipTextEncoder, log_scale: torch.Tensor, model_cfg: dict[str, Any], directory
+) -> Path:
+    """Write the towers as an open_clip folder (``local-dir:``): config + safetensors weights, no pickle."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {f"visual.{k}": v for k, v in image.backbone.state_dict().items()}
+    state |= {f"text.{k}": v for k, v in text.tower.state_dict().items()}
+    state["logit_scale"] = log_scale.detach().reshape(())
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
+    preprocess_cfg = {
+        "size": image.image_size,
+        "mode": "RGB",
+        "mean": list(image.mean),
+        "std": list(image.std),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    config = {"model_cfg": {**model_cfg, "custom_text": True}, "preprocess_cfg": preprocess_cfg}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return directory
