@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import TrainTimer, busy_warning, cores, load_average
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -48,39 +50,9 @@ EVAL_BATCH_SIZE = 64
 
 SPEARMAN_TOLERANCE = 0.002
 MIN_SPEED_RATIO = 1.0
-BUSY_CORES = 0.2  # other processes' average CPU use during training above which timings are flagged
 
 SIDES = ("st", "mmcontrast")
 LABELS = {"st": "sentence-transformers", "mmcontrast": "mmcontrast"}
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes of the machine have used so far (Linux ``/proc/stat``), or None."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-class TrainTimer:
-    """Wall seconds of a block, and how many cores other processes kept busy meanwhile (machine noise)."""
-
-    def __enter__(self) -> TrainTimer:
-        self.busy, self.own, self.start = _busy_cpu_seconds(), os.times(), time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-        busy, own = _busy_cpu_seconds(), os.times()
-        self.other_cores = None
-        if busy is not None and self.busy is not None:
-            own_seconds = (own.user + own.system) - (self.own.user + self.own.system)
-            self.other_cores = max(0.0, (busy - self.busy) - own_seconds) / self.seconds
-
-    def record(self) -> dict:
-        return {"train_seconds": self.seconds, "other_cores_busy": self.other_cores}
 
 
 def _model_path() -> str:
@@ -237,17 +209,6 @@ def _side(side: str, output_dir: Path, limit: int | None, result_file: Path) -> 
     result_file.write_text(json.dumps(result, indent=1))
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cores(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def _table(results: dict[str, dict]) -> str:
     lines = [
         "| side | dev Spearman (cosine) | pairs/s | train seconds | steps | torch threads | other load (cores) |",
@@ -257,7 +218,7 @@ def _table(results: dict[str, dict]) -> str:
         r = results[side]
         lines.append(
             f"| {LABELS[side]} | {r['dev_spearman']:.4f} | {r['pairs_per_second']:.1f} | "
-            f"{r['train_seconds']:.1f} | {r['steps']} | {r['threads']} | {_cores(r['other_cores_busy'])} |"
+            f"{r['train_seconds']:.1f} | {r['steps']} | {r['threads']} | {cores(r['other_cores_busy'])} |"
         )
     return "\n".join(lines)
 
@@ -281,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.output_dir if keep else Path(tempfile.mkdtemp(prefix="sbert_vs_st_"))
     root.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
-    load_before = _load_average()
+    load_before = load_average()
     try:
         for side in SIDES:
             result_file = root / f"{side}.json"
@@ -304,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 return completed.returncode or 1
             results[side] = json.loads(result_file.read_text())
     finally:
-        load_after = _load_average()
+        load_after = load_average()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -329,13 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"optimizers: sentence-transformers {st['optimizer']}, mmcontrast {mm['optimizer']}")
     print(f"speed ratio mmcontrast / sentence-transformers: {speed_ratio:.3f}x")
     print(f"load average (1, 5, 15 min) before: {load_before}; after: {load_after}")
-    busy = {s: r["other_cores_busy"] for s, r in results.items() if (r["other_cores_busy"] or 0) > BUSY_CORES}
-    if busy:
-        print(
-            "WARNING: other processes kept the machine busy during training ("
-            + ", ".join(f"{LABELS[s]}: {v:.2f} cores" for s, v in busy.items())
-            + f" of {os.cpu_count()}): the throughput comparison is unreliable; rerun on a quiet machine"
-        )
+    warning = busy_warning({LABELS[s]: r["other_cores_busy"] for s, r in results.items()})
+    if warning:
+        print(warning)
 
     if args.limit is not None:
         print(f"smoke run (--limit {args.limit}): acceptance checks skipped")

@@ -51,8 +51,8 @@ class CLIP(Method):
         lock_text: freeze the text tower (LiT).
         gather: use every process's pairs as negatives (exact cross-device InfoNCE).
         project: add the linear projections; False when both towers already project to ``embed_dim``.
-        label_positives: rows with the same class label are not negatives of each other (rows with the same
-            caption never are).
+        mask_positives: rows known to match (the same class label, or the same caption) are not negatives of
+            each other; False makes every other row of the batch a negative, as CLIP and open_clip do.
     """
 
     def __init__(
@@ -65,7 +65,7 @@ class CLIP(Method):
         lock_text: bool = False,
         gather: bool = True,
         project: bool = True,
-        label_positives: bool = True,
+        mask_positives: bool = True,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -81,7 +81,7 @@ class CLIP(Method):
         self.logit_scale = LogitScale(logit_scale_init, learnable=True, max_scale=100.0)
         self.lock_text = lock_text
         self.gather = gather
-        self.label_positives = label_positives
+        self.mask_positives = mask_positives
         if lock_text:
             text_encoder.requires_grad_(False)
             text_encoder.eval()
@@ -94,18 +94,15 @@ class CLIP(Method):
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         captions = [row["caption"] for row in rows]
-        return {
+        batch = {
             "pixel_values": self.image_encoder.preprocess([row["image"] for row in rows]),
             "text": self.text_encoder.preprocess(captions),
-            # rows of one class, or sharing a caption, are not negatives of each other (on any process)
-            "positive_ids": torch.tensor(
-                [
-                    row["label"] if self.label_positives and "label" in row else _stable_hash(row["caption"])
-                    for row in rows
-                ],
-                dtype=torch.long,
-            ),
         }
+        if self.mask_positives:  # rows of one class, or sharing a caption, are not negatives of each other
+            batch["positive_ids"] = torch.tensor(
+                [row["label"] if "label" in row else _stable_hash(row["caption"]) for row in rows], dtype=torch.long
+            )
+        return batch
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Normalised image embeddings ``[B, embed_dim]``."""
@@ -131,7 +128,7 @@ class CLIP(Method):
             scale=scale,
             symmetric=True,
             normalize=False,
-            labels=batch["positive_ids"],
+            labels=batch.get("positive_ids"),
             gather=self.gather,
         )
         return LossOutput(value, {"logit_scale": float(scale.detach())})

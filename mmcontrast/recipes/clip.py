@@ -102,8 +102,8 @@ class ClipModelConfig:
         logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07).
         lock_text: freeze the text tower (LiT: a pretrained text encoder, only the image side learns).
         gather: use every process's pairs as negatives.
-        label_positives: images of the same class are not negatives of each other (labelled data only);
-            false treats every other row as a negative, as CLIP and open_clip do.
+        mask_positives: rows known to match (the same class label, or the same caption) are not negatives of
+            each other; false makes every other row of the batch a negative, as CLIP and open_clip do.
     """
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
@@ -113,7 +113,7 @@ class ClipModelConfig:
     logit_scale_init: float = 1 / 0.07
     lock_text: bool = False
     gather: bool = True
-    label_positives: bool = True
+    mask_positives: bool = True
 
 
 @dataclass
@@ -241,7 +241,7 @@ def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
 
 def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
     """The CLIP method, and the open_clip model config when its towers come from open_clip."""
-    options = {"lock_text": model.lock_text, "gather": model.gather, "label_positives": model.label_positives}
+    options = {"lock_text": model.lock_text, "gather": model.gather, "mask_positives": model.mask_positives}
     if not model.open_clip.enabled:
         image, text = build_image_tower(model.image), _text_tower(model.text)
         return CLIP(image, text, model.embed_dim, logit_scale_init=model.logit_scale_init, **options), None

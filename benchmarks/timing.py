@@ -1,0 +1,62 @@
+"""Timing shared by the side-by-side benchmarks: wall seconds of a block and how busy the rest of the machine was."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+BUSY_CORES = 0.2  # other processes' average CPU use during training above which timings are flagged
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used so far (Linux ``/proc/stat``), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class TrainTimer:
+    """Wall seconds of a block, and how many cores other processes kept busy meanwhile (machine noise)."""
+
+    def __enter__(self) -> TrainTimer:
+        self.busy, self.own, self.start = _busy_cpu_seconds(), os.times(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        busy, own = _busy_cpu_seconds(), os.times()
+        self.other_cores = None
+        if busy is not None and self.busy is not None:
+            own_seconds = (own.user + own.system) - (self.own.user + self.own.system)
+            self.other_cores = max(0.0, (busy - self.busy) - own_seconds) / self.seconds
+
+    def record(self) -> dict:
+        return {"train_seconds": self.seconds, "other_cores_busy": self.other_cores}
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cores(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def busy_warning(other_cores: dict[str, float | None]) -> str | None:
+    """A warning naming the sides during which other processes kept the machine busy, or None."""
+    busy = {side: v for side, v in other_cores.items() if (v or 0) > BUSY_CORES}
+    if not busy:
+        return None
+    return (
+        "WARNING: other processes kept the machine busy during training ("
+        + ", ".join(f"{side}: {v:.2f} cores" for side, v in busy.items())
+        + f" of {os.cpu_count()}): the throughput comparison is unreliable; rerun on a quiet machine"
+    )
