@@ -24,7 +24,7 @@ TEXTS = ["a handwritten seven.", "the number zero.", "a photo of the digit two."
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("open_clip")
-    overrides = [f"output_dir={run}", "train.max_steps=20", "train.batch_size=32", "train.save_steps=0"]
+    overrides = [f"output_dir={run}", "train.max_steps=80", "train.batch_size=32", "train.save_steps=0"]
     assert main(["train", str(RECIPE), *overrides, "train.eval_steps=0", "train.progress_bar=false"]) == 0
     return run
 
@@ -96,6 +96,41 @@ def test_trained_run_exports_an_open_clip_folder_that_zero_shot_loads(trained_ru
     assert card.data.pipeline_tag == "zero-shot-image-classification"
     assert {r.metric_type for r in card.data.eval_results} == {"top1", "top5", "mean_per_class_recall"}
     assert 'create_model_and_transforms("local-dir:' in card.text
+
+
+def test_same_folder_runs_in_the_transformers_pipeline_with_the_same_predictions(trained_run):
+    from transformers import CLIPModel, pipeline
+
+    from mmcontrast.data.images import DIGIT_NAMES
+    from mmcontrast.evaluation.zero_shot import OpenClipDualEncoder, TransformersDualEncoder, zero_shot_classifier
+
+    model_dir = trained_run / "model"
+    assert isinstance(TransformersDualEncoder(model_dir).model, CLIPModel)
+    images = [row["image"] for row in digits("test").rows[:60]]
+    template = "a photo of the digit {}."
+    classifier = pipeline("zero-shot-image-classification", model=str(model_dir))
+    theirs = [
+        classifier(image, candidate_labels=list(DIGIT_NAMES), hypothesis_template=template)[0]["label"]
+        for image in images
+    ]
+    encoder = OpenClipDualEncoder(model_dir)  # what `mmcontrast zero-shot` loads from this folder
+    weights = zero_shot_classifier(encoder, DIGIT_NAMES, [template])
+    ours = [DIGIT_NAMES[i] for i in (encoder.encode_images(images) @ weights.T).argmax(dim=1).tolist()]
+    assert ours == theirs
+    assert len(set(ours)) > 1  # not a constant model
+    transformers_side = TransformersDualEncoder(model_dir)
+    assert (transformers_side.encode_images(images) - encoder.encode_images(images)).abs().max() < 1e-5
+    assert (transformers_side.encode_texts(TEXTS) - encoder.encode_texts(TEXTS)).abs().max() < 1e-5
+
+
+def test_non_standard_open_clip_models_are_not_converted():
+    from mmcontrast.hub.open_clip_to_transformers import convertible
+
+    cfg = yaml.safe_load(RECIPE.read_text())["model"]["open_clip"]["model_cfg"]
+    assert convertible(cfg) is None
+    cfg["vision_cfg"]["ls_init_value"] = 1e-5
+    assert "vision_cfg.ls_init_value" in convertible(cfg)
+    assert "ResNet" in convertible({"embed_dim": 8, "vision_cfg": {"layers": [1, 1, 1, 1]}, "text_cfg": {}})
 
 
 def test_open_clip_with_other_towers_is_refused(tmp_path):

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from mmcontrast.methods.clip import CLIP
+from mmcontrast.modalities.image import ImageEncoder
 
 
 def transformers_export_kind(method: CLIP) -> str | None:
@@ -40,8 +41,8 @@ def transformers_export_kind(method: CLIP) -> str | None:
     return "dual_encoder"
 
 
-def _image_processor(method: CLIP) -> CLIPImageProcessor:
-    encoder = method.image_encoder
+def clip_image_processor(encoder: ImageEncoder) -> CLIPImageProcessor:
+    """The transformers image processor doing what ``encoder.preprocess`` does (resize, crop, normalise)."""
     size = encoder.image_size
     return CLIPImageProcessor(
         size={"shortest_edge": size},
@@ -74,14 +75,16 @@ def export_transformers_clip(method: CLIP, directory: str | Path) -> Path:
         model = CLIPModel(config)
         model.vision_model.load_state_dict(image_backbone.state_dict())
         model.text_model.load_state_dict(text_model.state_dict())
-        processor = CLIPProcessor(image_processor=_image_processor(method), tokenizer=method.text_encoder.tokenizer)
+        processor = CLIPProcessor(
+            image_processor=clip_image_processor(method.image_encoder), tokenizer=method.text_encoder.tokenizer
+        )
     else:
         config = VisionTextDualEncoderConfig.from_vision_text_configs(
             image_backbone.config, text_model.config, projection_dim=embed_dim
         )
         model = VisionTextDualEncoderModel(config=config, vision_model=image_backbone, text_model=text_model)
         processor = VisionTextDualEncoderProcessor(
-            image_processor=_image_processor(method), tokenizer=method.text_encoder.tokenizer
+            image_processor=clip_image_processor(method.image_encoder), tokenizer=method.text_encoder.tokenizer
         )
     with torch.no_grad():
         model.visual_projection.weight.copy_(method.visual_projection.weight)

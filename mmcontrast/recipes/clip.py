@@ -21,6 +21,7 @@ from mmcontrast.evaluation.zero_shot import (
     zero_shot_metrics,
 )
 from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.open_clip_to_transformers import convertible, save_open_clip_as_transformers
 from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
 from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
@@ -299,16 +300,23 @@ def export(
     zero_shot: _ZeroShot | None,
     open_clip_cfg: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `OUTPUT_DIR/model` (a transformers CLIP / dual encoder + processor, or an open_clip folder for
-    open_clip towers), a model card and plots."""
+    """Write `OUTPUT_DIR/model`, a model card and plots: a transformers CLIP / dual encoder + processor; for
+    open_clip towers an open_clip folder, which also holds the transformers ``CLIPModel`` when the model has
+    the standard CLIP form."""
     model_dir = output_dir / "model"
     kind = transformers_export_kind(method)
     if open_clip_cfg is not None:
-        save_open_clip(
-            method.image_encoder, method.text_encoder, method.logit_scale.log_scale, open_clip_cfg, model_dir
-        )
+        towers = (method.image_encoder, method.text_encoder, method.logit_scale.log_scale, open_clip_cfg)
+        save_open_clip(*towers, model_dir)
         encoder, library, usage = OpenClipDualEncoder(model_dir), "open_clip", _OPEN_CLIP_USAGE
         description = "An open_clip model"
+        reason = convertible(open_clip_cfg)
+        if reason is None:  # the same folder also loads in transformers
+            save_open_clip_as_transformers(*towers, model_dir)
+            usage += "\n\n# or with transformers\n" + _USAGE
+            description += " (also saved as a transformers CLIPModel)"
+        else:
+            print(f"open_clip model saved; no transformers CLIPModel export: {reason}")
     elif kind is not None:
         export_transformers_clip(method, model_dir)
         encoder, library, usage = TransformersDualEncoder(model_dir), "transformers", _USAGE
