@@ -1,4 +1,4 @@
-"""``mmcontrast`` command line: train | eval | zero-shot | demo | recipe-docs."""
+"""``mmcontrast`` command line: train | eval | zero-shot | push | demo | recipe-docs."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     from mmcontrast.evaluation.zero_shot import (
         image_text_retrieval,
         load_dual_encoder,
+        logit_scale,
         zero_shot_classifier,
         zero_shot_metrics,
     )
@@ -76,7 +77,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
             for path in args.images:
                 with Image.open(path) as image:
                     opened.append(image.convert("RGB"))
-            scale = float(encoder.model.logit_scale.exp())  # the model's own temperature, as the pipeline uses
+            scale = logit_scale(encoder)  # the model's own temperature, as the pipeline uses
             scores = (scale * encoder.encode_images(opened) @ classifier.T).softmax(dim=-1)
             report["predictions"] = {
                 path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
@@ -89,6 +90,22 @@ def _zero_shot(args: argparse.Namespace) -> int:
             encoder.encode_images(images), [row["caption"] for row in paired.rows], encoder
         )
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from mmcontrast.hub.push import push_model
+
+    url = push_model(
+        args.model_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        overwrite=args.overwrite,
+    )
+    print(f"pushed {args.model_dir}: {url}")
     return 0
 
 
@@ -141,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot.add_argument("--retrieval", help="captioned images for image-text retrieval recall@1/5/10")
     zero_shot.set_defaults(func=_zero_shot)
 
+    push = commands.add_parser(
+        "push", help="upload a trained model folder to the Hugging Face Hub (token: `hf auth login` or HF_TOKEN)"
+    )
+    push.add_argument("model_dir", help="the model folder of a run (OUTPUT_DIR/model), with its README.md card")
+    push.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME of the model repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private (an existing one keeps its own)")
+    push.add_argument("--revision", help="push to this branch (created from main when missing)")
+    push.add_argument("--create-pr", action="store_true", help="open a pull request against main instead")
+    push.add_argument("--commit-message", help="message of the commit")
+    push.add_argument(
+        "--overwrite", action="store_true", help="replace a repo that holds files the folder does not have"
+    )
+    push.set_defaults(func=_push)
+
     demo = commands.add_parser("demo", help="the offline demo run by `make demo`")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.set_defaults(func=_demo)
@@ -150,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mmcontrast.hub.push import PushError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, ValueError, PushError) as error:
         print(f"mmcontrast {args.command}: error: {error}", file=sys.stderr)
         return 2
 

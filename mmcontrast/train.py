@@ -1,4 +1,4 @@
-"""Run a recipe: build its parts, train them with the engine, export the model folder."""
+"""Run a recipe: build its parts, train them with the engine, export the model folder, push it to the Hub."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from accelerate.utils import set_seed
 
 from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Trainer
+from mmcontrast.hub.push import check_push_settings, push_model
 from mmcontrast.recipe import build_parts
 from mmcontrast.recipes.base import RecipeBase
 
 
 def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train the recipe's method; returns a summary (steps, final metrics, model folder, skipped rows)."""
+    """Train the recipe's method, export it and push it when `push_to_hub.repo_id` is set; returns a summary (steps,
+    final metrics, skipped rows, model folder, and the URL of the push)."""
+    push = recipe.push_to_hub
+    if push.repo_id:  # a missing token or a bad repo id stops the run before training, not after
+        check_push_settings(push.repo_id, push.revision, push.create_pr)
     set_seed(recipe.train.seed)
     raw = raw if raw is not None else {}
     parts = build_parts(recipe, raw)
@@ -42,4 +47,15 @@ def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     state.wait_for_everyone()
     state.destroy_process_group()
+    if state.is_main_process and push.repo_id:  # after the barrier: the other processes need not wait for it
+        summary["pushed_to"] = push_model(
+            summary["model_dir"],
+            push.repo_id,
+            private=push.private,
+            revision=push.revision,
+            create_pr=push.create_pr,
+            commit_message=push.commit_message,
+            overwrite=push.overwrite,
+        )
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -1,5 +1,6 @@
-"""Hub: model cards and (later) pushing to the Hugging Face Hub."""
+"""Hub: model cards written with the model folders, and pushing those folders to the Hugging Face Hub."""
 
-from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
+from mmcontrast.hub.push import PushError, push_model
 
-__all__ = ["CardInfo", "write_model_card"]
+__all__ = ["CardInfo", "PushError", "push_model", "training_curve", "write_model_card"]

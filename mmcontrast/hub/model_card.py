@@ -7,10 +7,16 @@ library that loads the folder, the evaluation table, and the recipe that produce
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+_DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow")
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -53,8 +59,8 @@ class CardInfo:
         pipeline_tag: the Hub task (``sentence-similarity``, ``zero-shot-image-classification``...).
         usage: a runnable snippet loading the model.
         recipe: the recipe (YAML text) that produced the model.
-        base_model: the model it was fine-tuned from, if any.
-        datasets: datasets it was trained on.
+        base_model: the model it was fine-tuned from, if any (kept in the metadata only if it is a Hub id).
+        datasets: what it was trained on (kept in the metadata only if they are Hub dataset ids, not local files).
         tags: extra Hub tags.
         results: evaluation results: (task type, dataset name, metric name, value).
         image: a file inside the model folder to show (training curve).
@@ -83,8 +89,8 @@ def write_model_card(directory: str | Path, info: CardInfo) -> Path:
         library_name=info.library_name,
         pipeline_tag=info.pipeline_tag,
         tags=["mmcontrast", "contrastive-learning", *info.tags],
-        base_model=info.base_model,
-        datasets=info.datasets or None,
+        base_model=hub_id(info.base_model),
+        datasets=[name for name in info.datasets if hub_id(name)] or None,
         eval_results=eval_results or None,
         model_name=info.title,
     )
@@ -103,3 +109,24 @@ def write_model_card(directory: str | Path, info: CardInfo) -> Path:
     path = Path(directory) / "README.md"
     card.save(path)
     return path
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` if it can be a Hub repo id (not a local path, not a data file, not ``sklearn:digits``), else None."""
+    if not name or Path(name).exists() or name.lower().endswith(_DATA_SUFFIXES):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def training_curve(log_history: Sequence[dict[str, Any]], model_dir: Path) -> str | None:
+    """Plot the run's training curve as ``training_curve.png`` in the model folder; the file name for
+    :attr:`CardInfo.image`, or None when no training loss was logged."""
+    from mmcontrast.evaluation.plots import plot_training_curve
+
+    if not any("loss" in record for record in log_history):
+        return None
+    return plot_training_curve(log_history, model_dir / "training_curve.png").name

@@ -189,16 +189,20 @@ class ImageEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ImageEncoder:
-        """Load a folder written by :meth:`save_pretrained` (in eval mode).
+        """Load a folder written by :meth:`save_pretrained`, or a Hub repo id of one (in eval mode).
 
         The architecture is rebuilt from the libraries' own registries (timm, torchvision, open_clip, or a
         built-in transformers config class) and the weights are read from safetensors: no code from the folder
-        is run, no pickle is loaded, nothing is downloaded.
+        is run and no pickle is loaded. From the Hub only ``config.json`` and ``model.safetensors`` are fetched.
         """
         import json
 
         from safetensors.torch import load_model
 
+        if not Path(directory).exists() and str(directory).count("/") == 1:  # a Hub repo id
+            from huggingface_hub import snapshot_download
+
+            directory = snapshot_download(str(directory), allow_patterns=["config.json", "model.safetensors"])
         directory = Path(directory)
         config_path, weights_path = directory / "config.json", directory / "model.safetensors"
         for path in (config_path, weights_path):
@@ -221,6 +225,8 @@ class ImageEncoder(nn.Module):
             backbone = AutoModel.from_config(CONFIG_MAPPING[model_type].from_dict(options))
             encoder = cls(backbone, kind, config["embedding_dim"], config["image_size"], name=config["name"])
         elif kind in ("timm", "torchvision", "open_clip"):
+            if not str(config["name"]).startswith(f"{kind}/"):  # create() would read another folder
+                raise ValueError(f"'{config_path}': a {kind} backbone is named {kind}/<model>, got {config['name']!r}")
             encoder = cls.create(config["name"], image_size=config["image_size"], **config.get("options", {}))
         else:
             raise ValueError(f"'{config_path}': unknown backbone kind {kind!r}")

@@ -14,6 +14,30 @@ from mmcontrast.methods.base import Method
 
 
 @dataclass
+class PushConfig:
+    """Push the model folder to the Hugging Face Hub after training, evaluation and export (`push_to_hub:` section).
+
+    The token comes from `hf auth login` or `HF_TOKEN`; it never goes in the recipe. See docs/hub.md.
+
+    Attributes:
+        repo_id: `USER/NAME` (or `ORG/NAME`) of the model repo; null: no push.
+        private: create the repo private (an existing repo keeps its visibility).
+        revision: a branch to push to (created from `main` when missing); null: `main`.
+        create_pr: open a pull request against `main` instead of committing to it (not with `revision`).
+        commit_message: message of the commit (default: `Upload model trained with mmcontrast`).
+        overwrite: push even when the repo holds files the model folder does not have, and delete them (a
+            repo holding another model is refused without it).
+    """
+
+    repo_id: str | None = None
+    private: bool = False
+    revision: str | None = None
+    create_pr: bool = False
+    commit_message: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
 class RecipeBase:
     """Keys of every recipe.
 
@@ -22,12 +46,14 @@ class RecipeBase:
         output_dir: run folder; the trained model goes to `OUTPUT_DIR/model`.
         resume_from: `latest` or a checkpoint folder to continue a run from.
         train: optimisation, precision, checkpointing.
+        push_to_hub: push the model folder to the Hugging Face Hub at the end of the run.
     """
 
     method: str = ""
     output_dir: str = "runs/run"
     resume_from: str | None = None
     train: TrainingConfig = field(default_factory=TrainingConfig)
+    push_to_hub: PushConfig = field(default_factory=PushConfig)
 
 
 @dataclass

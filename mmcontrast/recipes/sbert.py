@@ -10,10 +10,9 @@ import yaml
 
 from mmcontrast.data.tables import TableFormat, clean_table, load_table
 from mmcontrast.engine.trainer import TrainingResult
-from mmcontrast.evaluation.plots import plot_training_curve
 from mmcontrast.evaluation.retrieval import RetrievalEvaluator
 from mmcontrast.evaluation.sts import STSEvaluator
-from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.sbert import SbertLossConfig, SentenceBERT
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
@@ -179,10 +178,6 @@ def export(
 ) -> Path:
     """Write `OUTPUT_DIR/model` as a sentence-transformers folder with a model card and the training curve."""
     model_dir = method.encoder.save_pretrained(output_dir / "model")
-    image = None
-    if any("loss" in r for r in result.log_history):
-        plot_training_curve(result.log_history, model_dir / "training_curve.png")
-        image = "training_curve.png"
     tasks = {"sts": "sentence-similarity", "retrieval": "retrieval"}
     sources = {"sts": recipe.eval.sts, "retrieval": recipe.eval.retrieval}
     results = []
@@ -202,10 +197,11 @@ def export(
             pipeline_tag="sentence-similarity",
             usage=_USAGE.format(path=model_dir),
             recipe=yaml.safe_dump(raw, sort_keys=False),
-            base_model=recipe.model.name_or_path if not Path(recipe.model.name_or_path).exists() else None,
+            base_model=recipe.model.name_or_path,
+            datasets=[recipe.data.train],
             tags=["sentence-transformers", "sentence-similarity", "feature-extraction"],
             results=results,
-            image=image,
+            image=training_curve(result.log_history, model_dir),
         ),
     )
     return model_dir

@@ -16,9 +16,8 @@ import yaml
 
 from mmcontrast.data.images import DecodedImages, ImageRows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
-from mmcontrast.evaluation.plots import plot_training_curve
 from mmcontrast.evaluation.probe import FrozenFeatureProbe, Weighting
-from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.simclr import SimCLR
 from mmcontrast.modalities.heads import HeadKind, projection_head
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
@@ -29,7 +28,7 @@ _USAGE = """import torch
 from PIL import Image
 from mmcontrast.modalities.image import ImageEncoder
 
-encoder = ImageEncoder.from_pretrained("{path}")  # the backbone, in eval mode (no projection head)
+encoder = ImageEncoder.from_pretrained("{path}")  # a local folder or a Hub repo id; eval mode, no projection head
 with torch.no_grad():
     features = encoder(encoder.preprocess([Image.open("my_image.png")]))  # [1, {dim}]"""
 
@@ -243,10 +242,6 @@ def export(method: SimCLR, recipe: SimclrRecipe, raw: dict[str, Any], result: Tr
     """Write `OUTPUT_DIR/model`: the backbone only (safetensors + config.json), a model card and the curve."""
     encoder = method.image_encoder
     model_dir = encoder.save_pretrained(output_dir / "model")
-    image = None
-    if any("loss" in r for r in result.log_history):
-        plot_training_curve(result.log_history, model_dir / "training_curve.png")
-        image = "training_curve.png"
     source = recipe.eval.test or recipe.eval.train or ""
     name = source.removeprefix("sklearn:") if source.startswith("sklearn:") else Path(source).name
     dataset = f"{name} ({recipe.eval.test_split})"
@@ -284,9 +279,10 @@ def export(method: SimCLR, recipe: SimclrRecipe, raw: dict[str, Any], result: Tr
             pipeline_tag="image-feature-extraction",
             usage=_USAGE.format(path=model_dir, dim=encoder.embedding_dim),
             recipe=yaml.safe_dump(raw, sort_keys=False),
+            datasets=[recipe.data.train],
             tags=["simclr", "self-supervised", "image-feature-extraction"],
             results=results,
-            image=image,
+            image=training_curve(result.log_history, model_dir),
         ),
     )
     return model_dir
