@@ -201,3 +201,58 @@ def test_imagefolder_recipe_lit_exports_dual_encoder(minilm_path, tmp_path):
         str(folder / "0.png"), candidate_labels=["seven", "two"]
     )
     assert len(result) == 2
+
+
+def test_towers_without_a_transformers_form_export_a_loadable_mmcontrast_folder(tiny_bert_path, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    from mmcontrast.evaluation.zero_shot import load_dual_encoder
+    from mmcontrast.methods.clip import CLIP as ClipMethod
+
+    run = tmp_path / "run"
+    overrides = [
+        f"output_dir={run}",
+        "model.image.config=null",
+        "model.image.backbone=timm/test_resnet",
+        "model.text.config=null",
+        f"model.text.name_or_path={tiny_bert_path}",
+        "model.text.pooling=mean",
+        "train.max_steps=3",
+        "train.batch_size=16",
+        "train.progress_bar=false",
+    ]
+    assert main(["train", str(RECIPE), *overrides]) == 0
+    model_dir = run / "model"
+    assert {p.name for p in model_dir.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    loaded = load_dual_encoder(model_dir)
+    assert isinstance(loaded, ClipMethod) and not loaded.training
+    images = [row["image"] for row in digits("test").rows[:6]]
+    assert loaded.encode_images(images).shape == (6, 64)
+    card = ModelCard.load(model_dir / "README.md")
+    assert card.data.library_name == "mmcontrast"
+    assert {r.metric_type for r in card.data.eval_results} == {"top1", "top5", "mean_per_class_recall"}
+    capsys.readouterr()
+    templates = ["a photo of the digit {}.", "a handwritten {}.", "the number {}."]  # the recipe's
+    assert main(["zero-shot", "--model", str(model_dir), "--data", "sklearn:digits", "--templates", *templates]) == 0
+    report = json.loads(capsys.readouterr().out)
+    trained = json.loads((run / "summary.json").read_text())["metrics"]  # the in-memory model's last evaluation
+    assert report["zero_shot"] == pytest.approx({k.removeprefix("zero_shot/"): v for k, v in trained.items()})
+
+
+def test_mmcontrast_clip_folder_gives_the_trained_embeddings(tiny_bert_path, tmp_path):
+    from mmcontrast.recipe import build_parts, load_recipe
+    from mmcontrast.recipes.clip import load_mmcontrast_clip, save_mmcontrast_clip
+
+    overrides = [f"output_dir={tmp_path}", "data.limit=8", "model.image.config=null"]
+    overrides += ["model.image.backbone=timm/test_resnet", "model.text.config=null"]
+    overrides += [f"model.text.name_or_path={tiny_bert_path}", "model.text.pooling=mean"]
+    recipe, raw = load_recipe(RECIPE, overrides)
+    method = build_parts(recipe, raw).method
+    with torch.no_grad():
+        for parameter in method.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))  # off the initialisation the loader would rebuild
+    loaded = load_mmcontrast_clip(save_mmcontrast_clip(method, raw, tmp_path / "model"))
+    images = [row["image"] for row in digits("test").rows[:8]]
+    texts = ["a handwritten seven.", "the number zero."]
+    assert (method.encode_images(images) - loaded.encode_images(images)).abs().max() < 1e-6
+    assert (method.encode_texts(texts) - loaded.encode_texts(texts)).abs().max() < 1e-6

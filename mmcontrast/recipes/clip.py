@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
-from mmcontrast.evaluation.plots import plot_confusion_matrix, plot_training_curve
+from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
     OpenClipDualEncoder,
     TransformersDualEncoder,
@@ -20,7 +20,7 @@ from mmcontrast.evaluation.zero_shot import (
     zero_shot_classifier,
     zero_shot_metrics,
 )
-from mmcontrast.hub.model_card import CardInfo, write_model_card
+from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.hub.open_clip_to_transformers import convertible, save_open_clip_as_transformers
 from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
 from mmcontrast.methods.clip import CLIP
@@ -34,6 +34,16 @@ _USAGE = """from transformers import pipeline
 
 classifier = pipeline("zero-shot-image-classification", model="{path}")
 print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_template="{template}"))"""
+
+MMCONTRAST_CLIP_FORMAT = "mmcontrast-clip"
+
+_MMCONTRAST_USAGE = """from PIL import Image
+from mmcontrast.evaluation.zero_shot import load_dual_encoder, zero_shot_classifier
+
+model = load_dual_encoder("{path}")
+labels = [{labels}]
+classifier = zero_shot_classifier(model, labels, ["{template}"])
+print(labels[(model.encode_images([Image.open("my_image.png")]) @ classifier.T).argmax()])"""
 
 _OPEN_CLIP_USAGE = """import open_clip
 import torch
@@ -322,20 +332,22 @@ def export(
         encoder, library, usage = TransformersDualEncoder(model_dir), "transformers", _USAGE
         description = f"An image-text dual encoder ({'CLIPModel' if kind == 'clip' else 'VisionTextDualEncoderModel'})"
     else:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in method.state_dict().items()}, model_dir / "model.safetensors")
-        (model_dir / "mmcontrast_recipe.json").write_text(json.dumps(raw, indent=1))
-        print("the towers have no transformers or open_clip form: saved the weights and the recipe only")
-        return model_dir
-    image, results = None, []
-    if any("loss" in r for r in result.log_history):
-        plot_training_curve(result.log_history, model_dir / "training_curve.png")
-        image = "training_curve.png"
+        save_mmcontrast_clip(method, raw, model_dir)
+        encoder, library, usage = load_mmcontrast_clip(model_dir), "mmcontrast", _MMCONTRAST_USAGE
+        description = "An image-text dual encoder (mmcontrast's own format: its towers have no transformers form)"
+        print("the towers have no transformers or open_clip form: saved in mmcontrast's format (load_mmcontrast_clip)")
+    image, results = training_curve(result.log_history, model_dir), []
+    dataset = Path(recipe.eval.retrieval or "").name or "retrieval"
+    results += [
+        ("image-text-retrieval", dataset, name.removeprefix("retrieval/"), value)
+        for name, value in result.final_metrics.items()
+        if name.startswith("retrieval/")
+    ]
     if zero_shot is not None:
         metrics, predictions = zero_shot.evaluate(encoder)
         plot_confusion_matrix(zero_shot.labels, predictions, zero_shot.classes, model_dir / "confusion_matrix.png")
         dataset = Path(recipe.eval.zero_shot or "").name or "zero-shot"
-        results = [("zero-shot-image-classification", dataset, name, value) for name, value in metrics.items()]
+        results += [("zero-shot-image-classification", dataset, name, value) for name, value in metrics.items()]
         (output_dir / "zero_shot.json").write_text(json.dumps(metrics, indent=1))
     template = recipe.eval.templates[0]
     labels = ", ".join(f'"{c}"' for c in (zero_shot.classes[:3] if zero_shot else ["cat", "dog"]))
@@ -351,9 +363,42 @@ def export(
             pipeline_tag="zero-shot-image-classification",
             usage=usage.format(path=model_dir, labels=labels, template=template),
             recipe=yaml.safe_dump(raw, sort_keys=False),
+            base_model=recipe.model.text.name_or_path,
+            datasets=[recipe.data.train],
             tags=["clip", "zero-shot-image-classification", "image-text"],
             results=results,
             image=image,
         ),
     )
     return model_dir
+
+
+def save_mmcontrast_clip(method: CLIP, raw: dict[str, Any], directory: Path) -> Path:
+    """Write a CLIP method whose towers have no transformers / open_clip form: ``model.safetensors`` (the whole
+    method) and ``config.json`` holding the recipe, from which :func:`load_mmcontrast_clip` rebuilds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in method.state_dict().items()}, directory / "model.safetensors")
+    config = {"format": MMCONTRAST_CLIP_FORMAT, "recipe": raw}
+    (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return directory
+
+
+def load_mmcontrast_clip(directory: str | Path) -> CLIP:
+    """Rebuild the CLIP method of a folder written by :func:`save_mmcontrast_clip` (eval mode).
+
+    The towers are rebuilt from the recipe's `model` section (a pretrained tower's `name_or_path` must be
+    reachable), then every weight is read from the safetensors file: nothing is unpickled or run from the folder.
+    """
+    from safetensors.torch import load_file
+
+    from mmcontrast.typed_config import build as build_config
+
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    if config.get("format") != MMCONTRAST_CLIP_FORMAT:
+        found = config.get("format")
+        raise ValueError(f"'{directory}' is not an mmcontrast CLIP folder (config.json format: {found!r})")
+    recipe = build_config(ClipRecipe, config["recipe"], source=str(directory / "config.json"))
+    method, _ = _method(recipe.model)
+    method.load_state_dict(load_file(directory / "model.safetensors"))
+    return method.eval()
