@@ -202,7 +202,8 @@ def reference_markdown(cls: type, prefix: str = "", heading: str = "##") -> str:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = "(required)"
-        shown = "null" if default is None else yaml.safe_dump(default, default_flow_style=True).strip()
+        one_line = yaml.safe_dump(default, default_flow_style=True, width=float("inf"))  # table cells can't wrap
+        shown = "null" if default is None else one_line.strip()
         shown = shown.removesuffix("...").strip()
         type_name = _type_name(tp).replace("|", "\\|")
         meaning = docs.get(f.name, "").replace("|", "\\|").replace("``", "`")
