@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "zero-shot", help="zero-shot image classification / image-text retrieval with a saved dual encoder"
     )
     zero_shot.add_argument(
-        "--model", required=True, help="a transformers CLIPModel / dual-encoder folder, or an open_clip folder"
+        "--model", required=True, help="an exported CLIP folder (transformers, open_clip or mmcontrast format)"
     )
     zero_shot.add_argument("--classes", nargs="+", help="class names (default: the --data class names)")
     zero_shot.add_argument(
