@@ -29,14 +29,11 @@ import argparse
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from timing import TrainTimer, busy_warning, cores, load_average
+from side_by_side import TrainTimer, busy_warning, cores, run_sides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -287,33 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         _side(args.side, args.output_dir, args.epochs, args.result_file)
         return 0
 
-    keep = args.output_dir is not None
-    root = args.output_dir if keep else Path(tempfile.mkdtemp(prefix="clip_vs_open_clip_"))
-    root.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    load_before = load_average()
-    try:
-        for side in SIDES:
-            result_file = root / f"{side}.json"
-            command = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--epochs", str(args.epochs)]
-            command += ["--output-dir", str(root / side), "--result-file", str(result_file)]
-            print(f"== {side}: {' '.join(command)}", flush=True)
-            completed = subprocess.run(command, cwd=REPO, check=False)
-            if completed.returncode != 0:
-                print(f"FAILED: the {side} side exited with {completed.returncode}")
-                return completed.returncode or 1
-            results[side] = json.loads(result_file.read_text())
-    finally:
-        load_after = load_average()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
-
+    results, load_before, load_after = run_sides(__file__, SIDES, args.output_dir, ["--epochs", str(args.epochs)])
     oc, mm = results["open_clip"], results["mmcontrast"]
     speed_ratio = mm["pairs_per_second"] / oc["pairs_per_second"]
-    if keep:
+    if args.output_dir is not None:
         summary = {"results": results, "speed_ratio": speed_ratio, "epochs": args.epochs}
         summary |= {"load_average_before": load_before, "load_average_after": load_after}
-        (root / "results.json").write_text(json.dumps(summary | {"date": time.strftime("%Y-%m-%d")}, indent=1))
+        (args.output_dir / "results.json").write_text(
+            json.dumps(summary | {"date": time.strftime("%Y-%m-%d")}, indent=1)
+        )
     print()
     print(_table(results))
     print()

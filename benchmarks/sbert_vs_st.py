@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from timing import TrainTimer, busy_warning, cores, load_average
+from side_by_side import TrainTimer, busy_warning, cores, run_sides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -238,36 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         _side(args.side, args.output_dir, args.limit, args.result_file)
         return 0
 
-    keep = args.output_dir is not None
-    root = args.output_dir if keep else Path(tempfile.mkdtemp(prefix="sbert_vs_st_"))
-    root.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    load_before = load_average()
-    try:
-        for side in SIDES:
-            result_file = root / f"{side}.json"
-            command = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--side",
-                side,
-                "--output-dir",
-                str(root / side),
-                "--result-file",
-                str(result_file),
-            ]
-            if args.limit is not None:
-                command += ["--limit", str(args.limit)]
-            print(f"== {LABELS[side]}: {' '.join(command)}", flush=True)
-            completed = subprocess.run(command, cwd=REPO, check=False)
-            if completed.returncode != 0:
-                print(f"FAILED: the {LABELS[side]} side exited with {completed.returncode}")
-                return completed.returncode or 1
-            results[side] = json.loads(result_file.read_text())
-    finally:
-        load_after = load_average()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+    extra = ["--limit", str(args.limit)] if args.limit is not None else []
+    results, load_before, load_after = run_sides(__file__, SIDES, args.output_dir, extra)
 
     st, mm = results["st"], results["mmcontrast"]
     speed_ratio = mm["pairs_per_second"] / st["pairs_per_second"]
@@ -280,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "limit": args.limit,
         "date": time.strftime("%Y-%m-%d"),
     }
-    if keep:
-        (root / "results.json").write_text(json.dumps(summary, indent=1))
+    if args.output_dir is not None:
+        (args.output_dir / "results.json").write_text(json.dumps(summary, indent=1))
 
     print()
     print(_table(results))

@@ -1,9 +1,16 @@
-"""Timing shared by the side-by-side benchmarks: wall seconds of a block and how busy the rest of the machine was."""
+"""What the side-by-side benchmarks share: each side in a fresh subprocess, wall seconds of the training call,
+and how busy the rest of the machine was meanwhile."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 BUSY_CORES = 0.2  # other processes' average CPU use during training above which timings are flagged
@@ -60,3 +67,34 @@ def busy_warning(other_cores: dict[str, float | None]) -> str | None:
         + ", ".join(f"{side}: {v:.2f} cores" for side, v in busy.items())
         + f" of {os.cpu_count()}): the throughput comparison is unreliable; rerun on a quiet machine"
     )
+
+
+def run_sides(
+    script: str | Path, sides: Sequence[str], output_dir: Path | None, extra_args: Sequence[str] = ()
+) -> tuple[dict[str, dict], str, str]:
+    """Run ``script --side SIDE --output-dir DIR/SIDE --result-file DIR/SIDE.json [extra_args]`` for each side in
+    turn, each in a fresh Python process; return the sides' result dicts and the load averages before and after.
+
+    ``output_dir`` keeps the models and results; without it a temporary folder is used and removed. A side that
+    fails ends the benchmark with its exit status.
+    """
+    root = output_dir or Path(tempfile.mkdtemp(prefix=f"{Path(script).stem}_"))
+    root.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    before = load_average()
+    try:
+        for side in sides:
+            result_file = root / f"{side}.json"
+            command = [sys.executable, str(Path(script).resolve()), "--side", side, "--output-dir", str(root / side)]
+            command += ["--result-file", str(result_file), *extra_args]
+            print(f"== {side}: {' '.join(command)}", flush=True)
+            completed = subprocess.run(command, cwd=Path(script).resolve().parents[1], check=False)
+            if completed.returncode != 0:
+                print(f"FAILED: the {side} side exited with {completed.returncode}")
+                raise SystemExit(completed.returncode or 1)
+            results[side] = json.loads(result_file.read_text())
+    finally:
+        after = load_average()
+        if output_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return results, before, after
