@@ -2,8 +2,9 @@
 upload_folder, pull requests) against a small in-memory Hub served over HTTP on 127.0.0.1. Checks what arrives
 (files, card metadata, the usage snippet naming the repo), that the token travels in the Authorization header only
 and is never printed, logged or uploaded, the errors (no token, 401/403/500 answers, no server, a repo holding
-another model, a folder that is not a model folder), that the local folder is never modified, and the
-`push_to_hub` recipe key pushing after a tiny Sentence-BERT training run."""
+another model, a folder that is not a model folder), that the local folder is never modified, the
+`push_to_hub` recipe key pushing after a tiny Sentence-BERT training run, and pushed models loading back by their
+repo id (`SentenceTransformer`, `ImageEncoder.from_pretrained`) through the same test Hub's download endpoints."""
 
 from __future__ import annotations
 
@@ -67,6 +68,10 @@ class FakeHub:
         route = urlsplit(request.path).path
         if route == "/api/validate-yaml":
             return 200, {}, {"errors": [], "warnings": []}
+        info = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/(.+))?", route)
+        download = info or re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", route)
+        if download is not None and request.method in ("GET", "HEAD"):
+            return self.download(request, download)
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return 401, {}, {"error": "Invalid credentials in Authorization header"}
         if (request.method, route) == ("POST", "/api/repos/create"):
@@ -93,11 +98,17 @@ class FakeHub:
             return 200, {}, {"num": number}
         if action == "discussions":
             return 200, {}, self.pull_request(repo_id, int(ref))
-        if ref not in refs:
+        folder = ""
+        if action == "tree" and ref not in refs:  # tree/{revision}/{folder}: revisions may hold slashes too
+            ref, folder = next(((r, ref[len(r) + 1 :]) for r in refs if ref.startswith(f"{r}/")), (ref, ""))
+        files = _revision(refs, ref)
+        if files is None:
             return 404, {"X-Error-Code": "RevisionNotFound"}, {"error": f"Invalid rev id: {ref}"}
-        files = refs[ref]
-        if action == "tree" and request.method == "GET" and "recursive=" in request.path:
-            return 200, {}, [{"type": "file", "path": p, "size": len(c), "oid": _sha1(c)} for p, c in files.items()]
+        if action == "tree" and request.method == "GET":
+            inside = {p: c for p, c in files.items() if not folder or p.startswith(f"{folder}/")}
+            if folder and not inside:
+                return 404, {"X-Error-Code": "EntryNotFound"}, {"error": f"{folder} does not exist"}
+            return 200, {}, [{"type": "file", "path": p, "size": len(c), "oid": _sha1(c)} for p, c in inside.items()]
         if action == "preupload" and request.method == "POST":
             wanted = json.loads(request.body)["files"]
             modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in wanted]
@@ -106,6 +117,22 @@ class FakeHub:
             return self.commit(repo_id, ref, files, request.body)
         self.unknown.append(f"{request.method} {request.path}")
         return 404, {}, {"error": "no such endpoint in the test Hub"}
+
+    def download(self, request: Request, match: re.Match) -> tuple[int, dict[str, str], object]:
+        """What ``snapshot_download`` / ``hf_hub_download`` read: repo info with its files, then each file."""
+        repo_id, ref = match.group(1), unquote(match.group(2) or "main")
+        files = _revision(self.repos.get(repo_id, {}), ref)
+        if files is None:
+            return 404, {"X-Error-Code": "RepoNotFound"}, {"error": "Repository not found"}
+        sha = _tree_sha(files)
+        if match.re.pattern.startswith("/api/"):
+            siblings = [{"rfilename": path} for path in sorted(files)]
+            return 200, {}, {"id": repo_id, "sha": sha, "siblings": siblings, "private": False, "tags": []}
+        path = unquote(match.group(3))
+        if path not in files:
+            return 404, {"X-Error-Code": "EntryNotFound"}, {"error": f"{path} does not exist"}
+        headers = {"X-Repo-Commit": sha, "ETag": f'"{_sha1(files[path])}"', "Content-Type": "application/octet-stream"}
+        return 200, headers, files[path]
 
     def create_repo(self, payload: dict) -> tuple[int, dict[str, str], object]:
         repo_id = f"{payload['organization']}/{payload['name']}"
@@ -145,6 +172,20 @@ class FakeHub:
         }
 
 
+def _refs(paths: set[str]) -> set[str]:
+    return {path.split("/resolve/")[1].split("/")[0] for path in paths}
+
+
+def _revision(refs: dict[str, dict[str, bytes]], ref: str) -> dict[str, bytes] | None:
+    """The files of a branch, or of the revision a commit sha names."""
+    return refs.get(ref) or next((files for files in refs.values() if _tree_sha(files) == ref), None)
+
+
+def _tree_sha(files: dict[str, bytes]) -> str:
+    """The commit sha the test Hub shows for a revision: a hash of its files."""
+    return _sha1(json.dumps(sorted((path, _sha1(content)) for path, content in files.items())).encode())
+
+
 def _sha1(content: bytes) -> str:
     return hashlib.sha1(content).hexdigest()
 
@@ -155,15 +196,16 @@ def _serve(hub: FakeHub) -> ThreadingHTTPServer:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {key.lower(): value for key, value in self.headers.items()}
             status, extra, payload = hub.answer(Request(self.command, self.path, headers, body))
-            data = json.dumps(payload).encode()
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             for key, value in {"Content-Type": "application/json", **extra}.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _reply
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _reply
 
         def log_message(self, *args) -> None:  # keep the test output quiet
             pass
@@ -180,6 +222,9 @@ def hub(monkeypatch, tmp_path):
     fake = FakeHub(TOKEN)
     server = _serve(fake)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake.endpoint)
+    template = fake.endpoint + "/{repo_id}/resolve/{revision}/{filename}"  # downloads (read at import time too)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -439,6 +484,34 @@ def test_push_to_hub_recipe_key_pushes_after_training(hub, tiny_bert_path, pairs
     assert [c["summary"] for c in hub.commits] == ["trained"]
     _assert_token_only_in_auth_headers(hub)
     assert all(TOKEN not in p.read_text(errors="ignore") for p in run.rglob("*") if p.is_file())
+
+    from sentence_transformers import SentenceTransformer  # the pushed repo loads back by its id
+
+    pulled = SentenceTransformer("alice/sbert", cache_folder=str(tmp_path / "cache"), device="cpu")
+    texts = ["a pushed model", "loads back from the Hub"]
+    local = SentenceTransformer(str(model_dir), device="cpu")
+    assert torch.equal(pulled.encode(texts, convert_to_tensor=True), local.encode(texts, convert_to_tensor=True))
+
+
+def test_pushed_generic_encoder_loads_back_with_one_from_pretrained(hub, tmp_path, monkeypatch):
+    from mmcontrast.modalities.image import ImageEncoder
+
+    torch.manual_seed(0)
+    folder = ImageEncoder.create("timm/test_vit", image_size=32).save_pretrained(tmp_path / "model")
+    usage = 'encoder = ImageEncoder.from_pretrained("{folder}")'
+    info = CardInfo("encoder", "A test encoder.", "mmcontrast", "image-feature-extraction", usage, "method: simclr")
+    write_model_card(folder, info)
+    push_model(folder, "alice/encoder")
+    pulled = ImageEncoder.from_pretrained("alice/encoder")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(pulled(images), ImageEncoder.from_pretrained(folder)(images))
+    downloads = {urlsplit(r.path).path for r in hub.requests if "/resolve/" in r.path}
+    assert downloads == {
+        f"/alice/encoder/resolve/{ref}/{name}"
+        for ref in _refs(downloads)
+        for name in ("config.json", "model.safetensors")
+    }  # the card and the rest stay behind
 
 
 def test_push_to_hub_without_a_token_stops_before_training(tiny_bert_path, pairs_csv, tmp_path, monkeypatch):
