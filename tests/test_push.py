@@ -4,7 +4,8 @@ upload_folder, pull requests) against a small in-memory Hub served over HTTP on 
 and is never printed, logged or uploaded, the errors (no token, 401/403/500 answers, no server, a repo holding
 another model, a folder that is not a model folder), that the local folder is never modified, the
 `push_to_hub` recipe key pushing after a tiny Sentence-BERT training run, and pushed models loading back by their
-repo id (`SentenceTransformer`, `ImageEncoder.from_pretrained`) through the same test Hub's download endpoints."""
+repo id (`SentenceTransformer`, `ImageEncoder.from_pretrained`, open_clip's `hf-hub:`, the transformers pipeline)
+through the same test Hub's download endpoints."""
 
 from __future__ import annotations
 
@@ -523,3 +524,36 @@ def test_push_to_hub_without_a_token_stops_before_training(tiny_bert_path, pairs
     with pytest.raises(PushError, match="hf auth login"):
         train_recipe(recipe, raw)
     assert not run.exists()
+
+
+def test_pushed_open_clip_folder_loads_back_in_open_clip_and_transformers(hub, tmp_path):
+    import open_clip
+    import yaml
+    from transformers import pipeline
+
+    from mmcontrast.data.images import digits
+    from mmcontrast.evaluation.zero_shot import OpenClipDualEncoder
+    from mmcontrast.hub.open_clip_to_transformers import save_open_clip_as_transformers
+    from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_clip
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "clip_open_clip_digits.yaml"
+    model_cfg = yaml.safe_load(recipe.read_text())["model"]["open_clip"]["model_cfg"]
+    towers = open_clip_towers(model_cfg=model_cfg)
+    parts = (towers.image, towers.text, torch.tensor(2.0), model_cfg)
+    folder = save_open_clip_as_transformers(*parts, save_open_clip(*parts, tmp_path / "model"))
+    usage = 'open_clip.create_model_and_transforms("local-dir:{folder}")'
+    info = CardInfo("clip", "A test CLIP.", "open_clip", "zero-shot-image-classification", usage, "method: clip")
+    write_model_card(folder, info)
+    push_model(folder, "alice/clip")
+
+    model, _, preprocess = open_clip.create_model_and_transforms("hf-hub:alice/clip")
+    tokenizer = open_clip.get_tokenizer("hf-hub:alice/clip")
+    local = OpenClipDualEncoder(folder)
+    digit = digits("test").rows[0]["image"]
+    texts = ["a handwritten seven.", "the number two."]
+    with torch.no_grad():
+        pulled_image = model.eval().encode_image(preprocess(digit)[None])
+        assert torch.equal(pulled_image, local.model.encode_image(local.preprocess(digit)[None]))
+        assert torch.equal(model.encode_text(tokenizer(texts)), local.model.encode_text(local.tokenizer(texts)))
+    scores = pipeline("zero-shot-image-classification", model="alice/clip")(digit, candidate_labels=["a", "b"])
+    assert {s["label"] for s in scores} == {"a", "b"}
