@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,6 @@ def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[
     state.wait_for_everyone()
     state.destroy_process_group()
     if state.is_main_process and push.repo_id:  # after the barrier: the other processes need not wait for it
-        summary["pushed_to"] = push_model(
-            summary["model_dir"],
-            push.repo_id,
-            private=push.private,
-            revision=push.revision,
-            create_pr=push.create_pr,
-            commit_message=push.commit_message,
-            overwrite=push.overwrite,
-        )
+        summary["pushed_to"] = push_model(summary["model_dir"], **asdict(push))  # PushConfig = push_model's options
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
