@@ -47,11 +47,11 @@ def _zero_shot(args: argparse.Namespace) -> int:
     from mmcontrast.evaluation.plots import plot_confusion_matrix
     from mmcontrast.evaluation.zero_shot import (
         image_text_retrieval,
-        load_dual_encoder,
         logit_scale,
         zero_shot_classifier,
         zero_shot_metrics,
     )
+    from mmcontrast.recipes.clip import load_dual_encoder
 
     if not (args.data or args.images or args.retrieval):
         raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")

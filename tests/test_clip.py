@@ -206,8 +206,8 @@ def test_imagefolder_recipe_lit_exports_dual_encoder(minilm_path, tmp_path):
 def test_towers_without_a_transformers_form_export_a_loadable_mmcontrast_folder(tiny_bert_path, tmp_path, capsys):
     from huggingface_hub import ModelCard
 
-    from mmcontrast.evaluation.zero_shot import load_dual_encoder
     from mmcontrast.methods.clip import CLIP as ClipMethod
+    from mmcontrast.recipes.clip import load_dual_encoder
 
     run = tmp_path / "run"
     overrides = [

@@ -144,22 +144,6 @@ class OpenClipDualEncoder:
         return torch.cat(chunks).float()
 
 
-def load_dual_encoder(folder: str | Path) -> DualEncoder:
-    """The saved dual encoder in ``folder``: an open_clip folder, mmcontrast's own CLIP format, or a transformers
-    folder."""
-    import json
-
-    folder = Path(folder)
-    if (folder / "open_clip_config.json").is_file():
-        return OpenClipDualEncoder(folder)
-    config = folder / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("format") == "mmcontrast-clip":
-        from mmcontrast.recipes.clip import load_mmcontrast_clip
-
-        return load_mmcontrast_clip(folder)
-    return TransformersDualEncoder(folder)
-
-
 def logit_scale(encoder: DualEncoder) -> float:
     """The trained scale (1 / temperature) of a loaded dual encoder, for softmax scores over classes."""
     model = getattr(encoder, "model", None)

@@ -14,6 +14,7 @@ from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, cap
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
+    DualEncoder,
     OpenClipDualEncoder,
     TransformersDualEncoder,
     image_text_retrieval,
@@ -27,7 +28,7 @@ from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
 from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_clip
 from mmcontrast.modalities.text import Pooling, TextEncoder
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 
 _USAGE = """from transformers import pipeline
@@ -38,7 +39,8 @@ print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_templat
 MMCONTRAST_CLIP_FORMAT = "mmcontrast-clip"
 
 _MMCONTRAST_USAGE = """from PIL import Image
-from mmcontrast.evaluation.zero_shot import load_dual_encoder, zero_shot_classifier
+from mmcontrast.evaluation.zero_shot import zero_shot_classifier
+from mmcontrast.recipes.clip import load_dual_encoder
 
 model = load_dual_encoder("{path}")
 labels = [{labels}]
@@ -191,13 +193,9 @@ class ClipRecipe(RecipeBase):
 
 def _text_tower(config: TextTowerConfig) -> TextEncoder:
     if config.config is not None:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
-        options = dict(config.config)
-        model_type = options.pop("model_type", None)
-        if model_type is None:
-            raise ValueError("model.text.config needs a model_type (e.g. clip_text_model, bert)")
-        model_config = AutoConfig.for_model(model_type, **options)
+        model_config = transformers_config(config.config, "model.text.config")
         max_length = config.max_length or model_config.max_position_embeddings
         tokenizer = (
             clip_tokenizer(max_length)
@@ -335,7 +333,7 @@ def export(
         save_mmcontrast_clip(method, raw, model_dir)
         encoder, library, usage = load_mmcontrast_clip(model_dir), "mmcontrast", _MMCONTRAST_USAGE
         description = "An image-text dual encoder (mmcontrast's own format: its towers have no transformers form)"
-        print("the towers have no transformers or open_clip form: saved in mmcontrast's format (load_mmcontrast_clip)")
+        print("the towers have no transformers or open_clip form: saved in mmcontrast's format (load_dual_encoder)")
     image, results = training_curve(result.log_history, model_dir), []
     dataset = Path(recipe.eval.retrieval or "").name or "retrieval"
     results += [
@@ -402,3 +400,15 @@ def load_mmcontrast_clip(directory: str | Path) -> CLIP:
     method, _ = _method(recipe.model)
     method.load_state_dict(load_file(directory / "model.safetensors"))
     return method.eval()
+
+
+def load_dual_encoder(folder: str | Path) -> DualEncoder:
+    """Any folder a CLIP run exports, loaded for zero-shot use: an open_clip folder (through open_clip),
+    mmcontrast's own CLIP format, or a transformers dual encoder."""
+    folder = Path(folder)
+    if (folder / "open_clip_config.json").is_file():
+        return OpenClipDualEncoder(folder)
+    config = folder / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("format") == MMCONTRAST_CLIP_FORMAT:
+        return load_mmcontrast_clip(folder)
+    return TransformersDualEncoder(folder)
