@@ -136,7 +136,11 @@ def open_clip_to_transformers(
 
 
 def save_open_clip_as_transformers(
-    image: ImageEncoder, text: OpenClipTextEncoder, log_scale: torch.Tensor, model_cfg: dict[str, Any], directory
+    image: ImageEncoder,
+    text: OpenClipTextEncoder,
+    log_scale: torch.Tensor,
+    model_cfg: dict[str, Any],
+    directory: str | Path,
 ) -> Path:
     """Write the ``CLIPModel`` + ``CLIPProcessor`` (OpenAI CLIP's tokenizer, the towers' preprocessing)."""
     directory = Path(directory)

@@ -111,7 +111,11 @@ def open_clip_towers(
 
 
 def save_open_clip(
-    image: ImageEncoder, text: OpenClipTextEncoder, log_scale: torch.Tensor, model_cfg: dict[str, Any], directory
+    image: ImageEncoder,
+    text: OpenClipTextEncoder,
+    log_scale: torch.Tensor,
+    model_cfg: dict[str, Any],
+    directory: str | Path,
 ) -> Path:
     """Write the towers as an open_clip folder (``local-dir:``): config + safetensors weights, no pickle."""
     directory = Path(directory)

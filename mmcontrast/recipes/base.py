@@ -91,3 +91,14 @@ def batch_sampler(
     if keys is not None:
         return NoDuplicatesBatchSampler(keys, train.batch_size, **common)
     return ShuffledBatchSampler(num_rows, train.batch_size, **common)
+
+
+def transformers_config(options: dict[str, Any], key: str) -> Any:
+    """The transformers config a recipe's `KEY: {model_type: ..., sizes...}` section describes."""
+    from transformers import AutoConfig
+
+    options = dict(options)
+    model_type = options.pop("model_type", None)
+    if model_type is None:
+        raise ValueError(f"{key} needs a model_type (e.g. clip_vision_model, clip_text_model, vit, bert)")
+    return AutoConfig.for_model(model_type, **options)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmcontrast.modalities.image import ImageEncoder
+from mmcontrast.recipes.base import transformers_config
 
 
 @dataclass
@@ -29,15 +30,12 @@ class ImageTowerConfig:
 def build_image_tower(config: ImageTowerConfig) -> ImageEncoder:
     """The image encoder a `model.image` section describes (random init unless `weights` is given)."""
     if config.config is not None:
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
-        options = dict(config.config)
-        model_type = options.pop("model_type", None)
-        if model_type is None:
-            raise ValueError("model.image.config needs a model_type (e.g. clip_vision_model, vit)")
         if config.weights:
             raise ValueError("model.image.weights is for `backbone` models; a `config` backbone starts from scratch")
-        return ImageEncoder.from_transformers(AutoModel.from_config(AutoConfig.for_model(model_type, **options)))
+        backbone = AutoModel.from_config(transformers_config(config.config, "model.image.config"))
+        return ImageEncoder.from_transformers(backbone)
     if config.backbone:
         return ImageEncoder.create(config.backbone, image_size=config.image_size, weights=config.weights)
     raise ValueError("model.image needs a backbone (timm/..., torchvision/..., a folder) or a config")
