@@ -331,7 +331,7 @@ def export(
         description = f"An image-text dual encoder ({'CLIPModel' if kind == 'clip' else 'VisionTextDualEncoderModel'})"
     else:
         save_mmcontrast_clip(method, raw, model_dir)
-        encoder, library, usage = load_mmcontrast_clip(model_dir), "mmcontrast", _MMCONTRAST_USAGE
+        encoder, library, usage = method, "mmcontrast", _MMCONTRAST_USAGE  # the folder holds it exactly (tested)
         description = "An image-text dual encoder (mmcontrast's own format: its towers have no transformers form)"
         print("the towers have no transformers or open_clip form: saved in mmcontrast's format (load_dual_encoder)")
     image, results = training_curve(result.log_history, model_dir), []
