@@ -1,13 +1,14 @@
 """Image data: labelled and captioned image rows from sklearn's digits, an image folder or a table of paths.
 
 Every image file is decoded once before training; a corrupted or truncated file is skipped, counted and
-reported (not a crash mid-run, and batches stay full and equal across processes).
+reported (not a crash mid-run, and batches stay full and equal across processes). Images are decoded to 8-bit RGB
+by :func:`to_rgb`, which scales 16-bit, 32-bit and float pixels by what their values mean (PIL's own
+``convert("RGB")`` clips them, turning a 16-bit PNG white and a float TIFF black). A table of image paths is read
+by :func:`mmcontrast.data.tables.read_records`, so that its errors name the file and the line.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mmcontrast.data.tables import RecordFormat, read_records
+from mmcontrast.modalities.image import to_rgb
+
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_CAPTIONS = (
     "a photo of the digit {}.",
@@ -25,6 +29,7 @@ DIGIT_CAPTIONS = (
     "a blurry picture of a {}.",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_TABLE_FORMATS: dict[str, RecordFormat] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 
 
 @dataclass
@@ -43,7 +48,8 @@ class ImageRows:
 
 
 class DecodedImages(Sequence):
-    """Rows whose ``image`` path is opened as an RGB PIL image when a row is read (in DataLoader workers)."""
+    """Rows whose ``image`` path is opened as an 8-bit RGB PIL image (:func:`to_rgb`) when a row is read (in
+    DataLoader workers)."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
@@ -55,7 +61,7 @@ class DecodedImages(Sequence):
         row = dict(self.rows[index])
         if isinstance(row["image"], (str, Path)):
             with Image.open(row["image"]) as image:
-                row["image"] = image.convert("RGB")
+                row["image"] = to_rgb(image)
         return row
 
 
@@ -75,7 +81,7 @@ def digits(split: str = "train", *, image_size: int = 32, test_fraction: float =
     for i in indices:
         pixels = (data.images[i] * (255.0 / 16.0)).astype(np.uint8)
         image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.Resampling.BICUBIC)
-        rows.append({"image": image.convert("RGB"), "label": int(data.target[i])})
+        rows.append({"image": to_rgb(image), "label": int(data.target[i])})
     return ImageRows(rows, list(DIGIT_NAMES))
 
 
@@ -109,30 +115,39 @@ def _drop_unreadable(rows: list[dict[str, Any]], desc: str) -> tuple[list[dict[s
     return good, skipped
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def captioned_table(path: str | Path, *, image_column: str = "file_name", caption_column: str = "text") -> ImageRows:
-    """A csv / json / jsonl table of image paths (relative to the table's folder) and captions."""
+    """A csv / tsv / json / jsonl table of image paths (relative to the table's folder) and captions.
+
+    Raises:
+        ValueError: the table cannot be read, or a record lacks its image path or caption; the message names the
+            table and the line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image-caption table '{path}' does not exist")
+    format = _TABLE_FORMATS.get(path.suffix.lower())
+    if format is None:
+        raise ValueError(
+            f"image-caption table '{path}' is not a .csv, .tsv, .json or .jsonl file; give the table of image paths "
+            "and captions one of these suffixes"
+        )
+    records = read_records(path, format)
     rows = []
-    for number, record in enumerate(_records(path)):
+    for record, line in zip(records.rows, records.lines, strict=True):
         if image_column not in record or caption_column not in record:
             raise ValueError(
-                f"{path}, record {number}: needs '{image_column}' and '{caption_column}' (set data.image_column "
+                f"{path}, line {line}: needs '{image_column}' and '{caption_column}' (set data.image_column "
                 f"and data.caption_column), found {sorted(record)}"
             )
+        name = record[image_column]
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"{path}, line {line}: '{image_column}' holds {name!r}, not an image file name; give every record "
+                f"the path of its image, relative to {path.parent}"
+            )
         if not str(record[caption_column] or "").strip():
-            raise ValueError(f"{path}, record {number}: caption '{caption_column}' is empty")
-        rows.append({"image": path.parent / record[image_column], "caption": str(record[caption_column])})
+            raise ValueError(f"{path}, line {line}: caption '{caption_column}' is empty")
+        rows.append({"image": path.parent / name, "caption": str(record[caption_column])})
     good, skipped = _drop_unreadable(rows, "checking images")
     return ImageRows(good, [], skipped)
 

@@ -5,10 +5,15 @@ uninterrupted run would have seen. With several processes each *global* batch of
 ``batch_size * num_replicas`` rows is cut into equal consecutive slices, one per rank: rank ``r`` sees rows
 ``[r * batch_size, (r + 1) * batch_size)`` of every global batch, and the last incomplete global batch is
 dropped so that every rank holds the same number of rows (exact cross-process negatives need that).
+
+The no-duplicates sampler builds an epoch's batches once, in time linear in the rows. When repeated texts force
+batches smaller than asked it warns with the numbers, and it refuses data so repetitive that a batch would hold a
+single row (no in-batch negative).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Iterator, Sequence
 
 import torch
@@ -92,10 +97,23 @@ class ShuffledBatchSampler(Sampler[list[int]]):
 
 
 class NoDuplicatesBatchSampler(ShuffledBatchSampler):
-    """Like :class:`ShuffledBatchSampler`, but no text appears twice within one global batch.
+    """Like :class:`ShuffledBatchSampler`, but no key (text) appears twice within one global batch.
 
-    With in-batch negatives a repeated text would be its own negative. Rows are taken in the shuffled order;
-    a row sharing a text with the batch being filled waits for the next batch.
+    With in-batch negatives a repeated text would be its own negative. An epoch's batches are built once, in one
+    pass over the rows (plus two sorts done by torch):
+
+    1. a seeded order of the rows in which the rows sharing a key are spread evenly over the epoch: the ``j``-th of
+       the ``c`` rows whose most shared key is ``k`` goes to ``(j + offset_k) / c``, so rows with unique keys are
+       simply shuffled;
+    2. in that order each row joins the earliest batch that has room and holds none of its keys, at or after the
+       last batch holding one of its keys (found in amortised constant time);
+    3. without ``drop_last``, a batch that duplicates left with a single row takes a row from a batch of three or
+       more.
+
+    Batches hold ``batch_size * num_replicas`` rows unless duplicates forbid it: when a key is held by more rows
+    than the epoch has batches, there must be a batch per such row, and (without ``drop_last``) the rows are
+    spread evenly over those batches. That is warned about once per epoch, with the numbers. Data in which more
+    than half of the rows share one key is refused: some batch would hold a single row, and so no negative.
 
     Args:
         keys: for each row, the texts (or any hashable values) that must not repeat within a batch.
@@ -113,30 +131,139 @@ class NoDuplicatesBatchSampler(ShuffledBatchSampler):
         rank: int = 0,
     ) -> None:
         super().__init__(len(keys), batch_size, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank)
-        self.keys = [tuple(k) for k in keys]
+        ids: dict[Hashable, int] = {}
+        self._rows = [tuple(ids.setdefault(key, len(ids)) for key in dict.fromkeys(row)) for row in keys]
+        self._key_names = list(ids)  # key id -> key
+        self._counts = [0] * len(ids)  # key id -> rows holding it
+        for row in self._rows:
+            for key in row:
+                self._counts[key] += 1
+        most_shared = [max(row, key=self._counts.__getitem__) if row else len(ids) for row in self._rows]
+        self._spread_key = torch.tensor(most_shared, dtype=torch.long)
+        self._spread_count = torch.tensor([*self._counts, 1], dtype=torch.float64)[self._spread_key]
+        self._cache: tuple[int, list[list[int]]] | None = None
+        if ids and self.batch_size * self.num_replicas > 1:
+            key, count = self._most_shared()
+            if count > self.num_rows - count:
+                raise ValueError(
+                    f"{count} of {self.num_rows} rows share the text {_shown(key)}: no two of them may be in one "
+                    f"batch, and the other {self.num_rows - count} rows are too few to give each a batch partner, "
+                    f"so {_SINGLE_ROW}"
+                )
 
     def global_batches(self) -> list[list[int]]:
-        size = self.batch_size * self.num_replicas
-        pending = self._order()
-        batches: list[list[int]] = []
-        while pending:
-            batch: list[int] = []
-            seen: set[Hashable] = set()
-            deferred: list[int] = []
-            for position, row in enumerate(pending):
-                if len(batch) == size:
-                    deferred.extend(pending[position:])
-                    break
-                if seen.isdisjoint(self.keys[row]):
-                    batch.append(row)
-                    seen.update(self.keys[row])
-                else:
-                    deferred.append(row)
-            batches.append(batch)
-            pending = deferred
-        if self.drop_last:  # incomplete batches can only come last, once duplicates are all that remain
-            batches = [batch for batch in batches if len(batch) == size]
-        return batches
+        """Every process's rows of each step of this epoch, in order (built once per epoch)."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self._build())
+        return self._cache[1]
 
     def __len__(self) -> int:
         return len(self.global_batches())
+
+    def _most_shared(self) -> tuple[Hashable, int]:
+        """The key held by the most rows, and how many rows hold it."""
+        key = max(range(len(self._counts)), key=self._counts.__getitem__)
+        return self._key_names[key], self._counts[key]
+
+    def _spread_order(self) -> list[int]:
+        """The rows in a seeded order of this epoch, the rows sharing a key spread evenly over it."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        shuffled = torch.randperm(self.num_rows, generator=generator)
+        offsets = torch.rand(len(self._key_names) + 1, generator=generator, dtype=torch.float64)
+        # j: how many rows of the same spread key come before each row in the shuffled order
+        grouped = shuffled[torch.argsort(self._spread_key[shuffled], stable=True)]
+        keys = self._spread_key[grouped]
+        positions = torch.arange(self.num_rows)
+        starts = torch.ones(self.num_rows, dtype=torch.bool)
+        starts[1:] = keys[1:] != keys[:-1]
+        occurrence = torch.empty(self.num_rows, dtype=torch.float64)
+        occurrence[grouped] = (positions - torch.cummax(positions * starts, dim=0).values).double()
+        place = (occurrence + offsets[self._spread_key]) / self._spread_count
+        return torch.argsort(place, stable=True).tolist()
+
+    def _build(self) -> list[list[int]]:
+        size = self.batch_size * self.num_replicas
+        needed = -(-self.num_rows // size)
+        most = max(self._counts, default=1)
+        capacity = size if self.drop_last or most <= needed else -(-self.num_rows // most)
+        batches: list[list[int]] = []
+        after = [0] * len(self._counts)  # key id -> the first batch after every batch holding it
+        room: list[int] = []  # room[b] == b while batch b has room, else a later batch (union-find, path halving)
+        for row in self._spread_order():
+            keys = self._rows[row]
+            batch = 0
+            for key in keys:
+                batch = max(batch, after[key])
+            while batch < len(room) and room[batch] != batch:
+                if room[batch] < len(room):
+                    room[batch] = room[room[batch]]
+                batch = room[batch]
+            if batch == len(batches):
+                batches.append([])
+                room.append(batch)
+            batches[batch].append(row)
+            for key in keys:
+                after[key] = batch + 1
+            if len(batches[batch]) == capacity:
+                room[batch] = batch + 1
+        if not self.drop_last and size > 1 and len(batches) > needed:
+            self._pair_single_rows(batches)
+        self._report_short(batches, size, needed)
+        return [batch for batch in batches if len(batch) == size] if self.drop_last else batches
+
+    def _pair_single_rows(self, batches: list[list[int]]) -> None:
+        """Give each batch of a single row (forced by duplicates) a second row, taken from the last batch of three
+        or more that holds a row sharing none of its keys."""
+        for lone in (batch for batch in batches if len(batch) == 1):
+            keys = set(self._rows[lone[0]])
+            for donor in reversed(batches):
+                if len(donor) < 3:
+                    continue
+                row = next((row for row in reversed(donor) if keys.isdisjoint(self._rows[row])), None)
+                if row is not None:
+                    donor.remove(row)
+                    lone.append(row)
+                    break
+            else:
+                key, count = self._most_shared()
+                raise ValueError(
+                    f"row {lone[0]} shares a text with every row that could join its batch ({count} of "
+                    f"{self.num_rows} rows share the text {_shown(key)}), so {_SINGLE_ROW}"
+                )
+
+    def _report_short(self, batches: list[list[int]], size: int, needed: int) -> None:
+        """Warn when duplicates left batches short of ``size`` rows (more batches than ``needed``), or, with
+        ``drop_last``, cost full batches; refuse when no full batch is left to train on."""
+        full = sum(len(batch) == size for batch in batches)
+        if (len(batches) <= needed) if not self.drop_last else (full >= self.num_rows // size):
+            return
+        short = [len(batch) for batch in batches if len(batch) < size]
+        key, count = self._most_shared()
+        asked = f"{size} rows" + (
+            f" ({self.batch_size} per process x {self.num_replicas} processes)" if self.num_replicas > 1 else ""
+        )
+        what = (
+            f"{len(short)} of {len(batches)} batches hold fewer than the requested {asked} (the smallest "
+            f"{min(short)}), since no text may repeat within a batch and {count} rows share the text {_shown(key)}"
+        )
+        if self.drop_last and full == 0:
+            raise ValueError(
+                f"{what}; with drop_last no batch is left to train on. Deduplicate the data, use a smaller "
+                "batch_size, or set data.no_duplicates=false."
+            )
+        dropped = f"; drop_last leaves out their {sum(short)} rows" if self.drop_last else ""
+        warnings.warn(
+            f"epoch {self.epoch}: {what}{dropped}. Deduplicate the data or use a smaller batch_size for full batches.",
+            stacklevel=5,
+        )
+
+
+_SINGLE_ROW = (
+    "some batch would hold a single row (no in-batch negative: a loss of 0 that teaches nothing). Deduplicate the "
+    "data, set data.no_duplicates=false, or use a loss without in-batch negatives."
+)
+
+
+def _shown(key: Hashable, limit: int = 60) -> str:
+    text = repr(key)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

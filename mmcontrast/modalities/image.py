@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -37,11 +38,40 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as a new 8-bit RGB image, its pixel values scaled by what they mean.
+
+    16-bit images (modes ``I;16*``) are divided by 257 (65535 -> 255). 32-bit integer images (mode ``I``) are
+    taken as 8-bit when their values lie in 0..255, as 16-bit when they lie in 0..65535, and are min-max scaled
+    otherwise. Float images (mode ``F``) are multiplied by 255 when their values lie in [0, 1] and are min-max
+    scaled otherwise (NaN becomes 0). Every other mode (palette, L, LA, RGBA, CMYK, ...) is converted by PIL.
+    """
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float64) / 257.0
+    elif image.mode in ("I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        finite = pixels[np.isfinite(pixels)]
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        if image.mode == "F":
+            in_range, scale = low >= 0 and high <= 1, 255.0
+        else:
+            in_range, scale = low >= 0 and high <= 65535, 1.0 if high <= 255 else 1 / 257.0
+        if in_range:
+            pixels = pixels * scale
+        elif high > low:
+            pixels = (pixels - low) * (255.0 / (high - low))
+        pixels = np.nan_to_num(pixels, nan=0.0)
+    else:
+        return image.convert("RGB")
+    gray = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
 def image_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     """Evaluation preprocessing: RGB, resize the short side, centre crop, scale to [0, 1], normalise."""
     return v2.Compose(
         [
-            v2.Lambda(lambda image: image.convert("RGB") if isinstance(image, Image.Image) else image),
+            v2.Lambda(lambda image: to_rgb(image) if isinstance(image, Image.Image) else image),
             v2.ToImage(),
             v2.Resize(image_size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
             v2.CenterCrop(image_size),

@@ -31,12 +31,14 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from mmcontrast.modalities.image import to_rgb
+
 SIMCLR_CROP_SCALE = (0.08, 1.0)
 
 
 def _to_rgb(image: Any) -> Any:
-    """PIL images of any mode -> RGB (tensors pass through); a named function so that workers can pickle it."""
-    return image.convert("RGB") if isinstance(image, Image.Image) else image
+    """PIL images of any mode -> 8-bit RGB (tensors pass through); a named function so that workers can pickle it."""
+    return to_rgb(image) if isinstance(image, Image.Image) else image
 
 
 def blur_kernel_size(size: int) -> int:
