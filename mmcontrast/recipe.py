@@ -1,4 +1,5 @@
-"""Load a recipe file: read the ``method`` key, then check every key against that method's typed schema.
+"""Load a recipe file: read the ``method`` key, then check every key against that method's typed schema
+(names, types and ranges) and the precision against the hardware, before anything is loaded.
 
 Each method's schema and builder live in :mod:`mmcontrast.recipes`; this module is the registry.
 """
@@ -9,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from mmcontrast.engine.config import check_hardware
 from mmcontrast.recipes import clip, sbert, simclr
 from mmcontrast.recipes.base import RecipeBase, RecipeParts
 from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
@@ -29,7 +31,8 @@ RECIPES: dict[str, RecipeKind] = {
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RecipeBase, dict[str, Any]]:
-    """Read a recipe file (or start empty), apply ``key=value`` overrides, and check every key and type."""
+    """Read a recipe file (or start empty), apply ``key=value`` overrides, check every key, type and range, and
+    refuse a ``train.mixed_precision`` this machine cannot honour."""
     data = load_yaml(path) if path is not None else {}
     apply_overrides(data, overrides)
     source = str(path or "recipe")
@@ -37,7 +40,9 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple
     if method not in RECIPES:
         known = ", ".join(RECIPES)
         raise ConfigError(f"{source}: key 'method' must be one of {known}, got {method!r}")
-    return build(RECIPES[method].schema, data, source=source), data
+    recipe = build(RECIPES[method].schema, data, source=source)
+    check_hardware(recipe.train, source)
+    return recipe, data
 
 
 def build_parts(recipe: RecipeBase, raw: dict[str, Any]) -> RecipeParts:
@@ -52,7 +57,9 @@ def recipe_reference() -> str:
         "Generated from the typed configs by `mmcontrast recipe-docs` (a test checks it is current).\n"
         "Every key can be set in a recipe file or overridden on the command line as `dotted.key=value`\n"
         "(the value is read as YAML: `train.lr=3e-5`, `data.columns=[a, b]`, `eval.sts=null`).\n"
-        "An unknown key or a value of the wrong type stops with an error that names the key.\n"
+        "An unknown key, a value of the wrong type or a number out of range stops with an error that names the\n"
+        "key. The type column shows each number's allowed range (`int (>= 1) | null`: a whole number of at\n"
+        "least 1, or null); numbers must also be finite.\n"
         f"The `method` key chooses the schema: {', '.join(f'`{m}`' for m in RECIPES)}.\n"
     )
     sections = [f"\n# method: `{name}`\n\n" + reference_markdown(kind.schema) for name, kind in RECIPES.items()]

@@ -28,6 +28,7 @@ from mmcontrast.losses import (
 )
 from mmcontrast.methods.base import LossOutput, Method
 from mmcontrast.modalities.text import TextEncoder
+from mmcontrast.typed_config import PositiveFloat
 
 SbertLoss = Literal["info_nce", "cosine_similarity", "cosent", "pair_margin", "triplet"]
 SCORED_LOSSES = ("cosine_similarity", "cosent", "pair_margin", "triplet")
@@ -50,9 +51,9 @@ class SbertLossConfig:
     """
 
     name: SbertLoss = "info_nce"
-    scale: float = 20.0
+    scale: PositiveFloat = 20.0
     symmetric: bool = False
-    margin: float | None = None
+    margin: PositiveFloat | None = None
     mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_hard"
     distance: Literal["cosine", "euclidean"] = "cosine"
     gather: bool = True

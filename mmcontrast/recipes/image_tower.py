@@ -7,6 +7,7 @@ from typing import Any
 
 from mmcontrast.modalities.image import ImageEncoder
 from mmcontrast.recipes.base import transformers_config
+from mmcontrast.typed_config import PositiveInt
 
 
 @dataclass
@@ -24,7 +25,7 @@ class ImageTowerConfig:
     backbone: str | None = None
     config: dict[str, Any] | None = None
     weights: str | None = None
-    image_size: int | None = None
+    image_size: PositiveInt | None = None
 
 
 def build_image_tower(config: ImageTowerConfig) -> ImageEncoder:

@@ -1,0 +1,103 @@
+"""The ``train:`` section of every recipe: how the engine trains, and the checks a run makes of it up front.
+
+Every number carries its allowed range in its type (see :mod:`mmcontrast.typed_config`); :func:`check_hardware`
+refuses a precision the machine cannot honour instead of silently training in another one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+import torch
+
+from mmcontrast.engine.processes import process_state
+from mmcontrast.typed_config import (
+    ConfigError,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    UnitFloat,
+)
+
+
+@dataclass
+class TrainingConfig:
+    """How to train (the ``train:`` section of a recipe).
+
+    Attributes:
+        epochs: passes over the data (ignored when ``max_steps`` is set).
+        max_steps: optimizer steps to run; overrides ``epochs``; null: ``epochs`` full passes.
+        batch_size: rows per process per step (the global batch is this x processes).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay (not applied to biases and norm weights).
+        adam_betas: AdamW's (beta1, beta2); CLIP / open_clip training of ViTs uses (0.9, 0.98).
+        adam_eps: AdamW's epsilon; CLIP / open_clip use 1e-6.
+        warmup_ratio: fraction of the steps with linear warm-up.
+        scheduler: a transformers scheduler name (linear, cosine, constant_with_warmup, ...).
+        max_grad_norm: gradient clipping norm (0 disables).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (losses keep their logits in fp32 regardless); ``fp16``
+            needs a GPU, ``bf16`` a GPU that supports it or the CPU (a run refuses what the machine cannot do).
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        cache_chunk_size: cached large batch (GradCache): embed the batch in chunks of this many rows without
+            gradient, compute the loss once over all cached embeddings, then re-embed chunk by chunk with
+            gradient. Exact for every method (same gradients as the whole batch, up to dropout masks drawn per
+            chunk and batch-norm statistics computed per chunk); memory is that of one chunk plus the loss.
+            Null: the whole batch at once.
+        seed: seed of the initialisation, the data order and dropout.
+        save_steps: write a checkpoint every N steps (0: none during training).
+        save_total_limit: checkpoints kept (oldest removed first); 0: keep every checkpoint.
+        eval_steps: run the evaluators every N steps (0: only at the end).
+        logging_steps: log loss, learning rate and throughput every N steps.
+        num_workers: DataLoader worker processes.
+        drop_last: drop the last incomplete batch of each epoch.
+        progress_bar: show a progress bar.
+    """
+
+    epochs: PositiveInt = 1
+    max_steps: PositiveInt | None = None
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 2e-5
+    weight_decay: NonNegativeFloat = 0.01
+    adam_betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: PositiveFloat = 1e-8
+    warmup_ratio: UnitFloat = 0.1
+    scheduler: str = "linear"
+    max_grad_norm: NonNegativeFloat = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_accumulation_steps: PositiveInt = 1
+    cache_chunk_size: PositiveInt | None = None
+    seed: Seed = 42
+    save_steps: NonNegativeInt = 0
+    save_total_limit: NonNegativeInt = 2
+    eval_steps: NonNegativeInt = 0
+    logging_steps: PositiveInt = 10
+    num_workers: NonNegativeInt = 0
+    drop_last: bool = False
+    progress_bar: bool = True
+
+
+def check_hardware(config: TrainingConfig, source: str = "train config") -> None:
+    """Refuse a ``train.mixed_precision`` that the device this process trains on cannot honour.
+
+    Accelerate silently trains in fp32 when asked for fp16 on the CPU (no autocast, no grad scaler), and stops
+    with an error naming no key when asked for bf16 on a GPU without bf16; both are refused here, before any
+    data or model is loaded, with ``source`` (the recipe file) and the key named. bf16 on the CPU runs under
+    CPU autocast and is accepted.
+    """
+    if config.mixed_precision == "no":
+        return
+    device = process_state().device
+    if config.mixed_precision == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            f"{source}: key 'train.mixed_precision' is fp16, which needs a GPU, but this run is on the CPU "
+            "(where it would silently train in fp32): use train.mixed_precision=bf16 (CPU autocast) or no"
+        )
+    if config.mixed_precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"{source}: key 'train.mixed_precision' is bf16, which {torch.cuda.get_device_name(device)} does not "
+            "support: use train.mixed_precision=fp16 or no"
+        )
