@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from mmcontrast.typed_config import ConfigError
+import yaml
+
+if TYPE_CHECKING:
+    from mmcontrast.data.images import ImageRows
 
 
 def _train(args: argparse.Namespace) -> int:
     from mmcontrast.recipe import load_recipe
     from mmcontrast.train import train_recipe
+    from mmcontrast.typed_config import to_dict
 
     recipe, raw = load_recipe(args.recipe, args.overrides)
+    args.named |= _recipe_values(to_dict(recipe))  # an error quoting one of them is prefixed with its key
     summary = train_recipe(recipe, raw)
     if summary["skipped_rows"]:
         print(f"skipped {summary['skipped_rows']} bad rows of data.train (data.skip_bad_rows=true)")
@@ -25,27 +34,72 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from mmcontrast.evaluation.retrieval import RetrievalEvaluator
     from mmcontrast.evaluation.sts import STSEvaluator
+    from mmcontrast.hub.folders import check_model_folder
     from mmcontrast.modalities.text import TextEncoder
 
-    encoder = TextEncoder.from_pretrained(args.model)
-
-    def encode(texts):
-        return encoder.encode(texts, args.batch_size, show_progress=True)
-
+    check_model_folder(args.model, "text")
     if args.task == "sts":
-        metrics = STSEvaluator.from_file(args.data, limit=args.limit)(encode)
+        evaluator = STSEvaluator.from_file(args.data, limit=args.limit, name="--data")
     else:
-        metrics = RetrievalEvaluator.from_pairs(args.data, columns=args.columns, limit=args.limit)(encode)
+        evaluator = RetrievalEvaluator.from_pairs(
+            args.data, columns=args.columns, limit=args.limit, name="--data", columns_name="--columns QUERY DOC"
+        )
+    encoder = TextEncoder.from_pretrained(args.model)
+    metrics = evaluator(lambda texts: encoder.encode(texts, args.batch_size, show_progress=True))
     print(json.dumps(metrics, indent=1))
     return 0
 
 
-def _zero_shot(args: argparse.Namespace) -> int:
+def _report_skipped(skipped: list[tuple[str, str]], option: str, shown: int = 10) -> None:
+    """Name the unreadable images an option's data lost, on standard error (standard output is the JSON)."""
+    for path, reason in skipped[:shown]:
+        print(f"{option}: skipped unreadable image {path} ({reason})", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"{option}: skipped {len(skipped) - shown} more unreadable images", file=sys.stderr)
+
+
+def _open_image(path: str):
+    """An ``--images`` file as an 8-bit RGB image; an unreadable file is an error that names it."""
     from PIL import Image
 
-    from mmcontrast.data.images import DecodedImages, load_image_rows
+    from mmcontrast.modalities.image import to_rgb
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--images: file '{path}' does not exist")
+    try:
+        with Image.open(path) as image:
+            return to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"--images: '{path}' is not a readable image ({type(error).__name__}: {error})") from None
+
+
+def _image_rows(option: str, source: str, split: str, *, labelled: bool) -> ImageRows:
+    """The labelled (``--data``) or captioned (``--retrieval``) images of an option; unreadable files are named
+    on standard error and counted in the report."""
+    from mmcontrast.data.images import load_image_rows
+
+    rows = load_image_rows(source, split=split)
+    if labelled and not rows.classes:
+        raise ValueError(
+            f"{option} '{source}' has no class labels: give sklearn:digits or a folder with one sub-folder per class "
+            "(captioned images go to --retrieval)"
+        )
+    if not labelled and any("caption" not in row for row in rows.rows):
+        raise ValueError(
+            f"{option} '{source}' has no captions: give a folder with metadata.csv / metadata.jsonl, or a csv / "
+            "json / jsonl table, of file_name and text (labelled images go to --data)"
+        )
+    if not rows.rows:
+        raise ValueError(f"{option} '{source}': no readable images ({len(rows.skipped)} unreadable)")
+    _report_skipped(rows.skipped, option)
+    return rows
+
+
+def _zero_shot(args: argparse.Namespace) -> int:
+    from mmcontrast.data.images import DecodedImages
     from mmcontrast.evaluation.plots import plot_confusion_matrix
     from mmcontrast.evaluation.zero_shot import (
+        classes_by_name,
         image_text_retrieval,
         logit_scale,
         zero_shot_classifier,
@@ -55,39 +109,45 @@ def _zero_shot(args: argparse.Namespace) -> int:
 
     if not (args.data or args.images or args.retrieval):
         raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")
+    if args.confusion_matrix and not args.data:
+        raise ValueError("--confusion-matrix needs --data (the labelled images it is computed on)")
+    if args.classes and not (args.data or args.images):
+        raise ValueError("--classes names the classes of --data or --images; --retrieval uses captions")
+    rows = _image_rows("--data", args.data, args.split, labelled=True) if args.data else None
+    images = [_open_image(path) for path in args.images or []]
+    paired = _image_rows("--retrieval", args.retrieval, args.split, labelled=False) if args.retrieval else None
+    classes, class_rows = list(args.classes or []), []
+    if rows is not None:  # the data's labels are matched to the class names by name, never by position
+        data_name = f"--data '{args.data}'"
+        classes, class_rows = classes_by_name(args.classes, rows.classes, classes_name="--classes", data_name=data_name)
+    if args.images and not classes:
+        raise ValueError("--images without --data needs the class names: give --classes NAME ...")
     encoder = load_dual_encoder(args.model)
-    report: dict = {}
-    if args.data or args.images:
-        rows = load_image_rows(args.data, split=args.split) if args.data else None
-        classes = args.classes or (rows.classes if rows else None)
-        if not classes:
-            raise ValueError("give the class names with --classes (the data has no class names)")
+    report: dict[str, Any] = {}
+    if classes:
         classifier = zero_shot_classifier(encoder, classes, args.templates)
         if rows is not None:
             if rows.skipped:
                 report["skipped_images"] = len(rows.skipped)
-            images = [DecodedImages(rows.rows)[i]["image"] for i in range(len(rows.rows))]
-            labels = [row["label"] for row in rows.rows]
-            report["zero_shot"], predictions = zero_shot_metrics(encoder.encode_images(images), labels, classifier)
+            data_images = [DecodedImages(rows.rows)[i]["image"] for i in range(len(rows.rows))]
+            labels = [class_rows[row["label"]] for row in rows.rows]
+            report["zero_shot"], predictions = zero_shot_metrics(encoder.encode_images(data_images), labels, classifier)
             if args.confusion_matrix:
                 plot_confusion_matrix(labels, predictions.tolist(), classes, args.confusion_matrix)
                 report["confusion_matrix"] = args.confusion_matrix
-        if args.images:
-            opened = []
-            for path in args.images:
-                with Image.open(path) as image:
-                    opened.append(image.convert("RGB"))
+        if images:
             scale = logit_scale(encoder)  # the model's own temperature, as the pipeline uses
-            scores = (scale * encoder.encode_images(opened) @ classifier.T).softmax(dim=-1)
+            scores = (scale * encoder.encode_images(images) @ classifier.T).softmax(dim=-1)
             report["predictions"] = {
                 path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
                 for path, row in zip(args.images, scores, strict=True)
             }
-    if args.retrieval:
-        paired = load_image_rows(args.retrieval, split=args.split)
-        images = [DecodedImages(paired.rows)[i]["image"] for i in range(len(paired.rows))]
+    if paired is not None:
+        if paired.skipped:
+            report["retrieval_skipped_images"] = len(paired.skipped)
+        paired_images = [DecodedImages(paired.rows)[i]["image"] for i in range(len(paired.rows))]
         report["retrieval"] = image_text_retrieval(
-            encoder.encode_images(images), [row["caption"] for row in paired.rows], encoder
+            encoder.encode_images(paired_images), [row["caption"] for row in paired.rows], encoder
         )
     print(json.dumps(report, indent=1))
     return 0
@@ -123,25 +183,46 @@ def _recipe_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+_DEBUG_HELP = "on an error, print the Python traceback too"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mmcontrast`` argument parser; ``--debug`` is accepted before or after the subcommand."""
     parser = argparse.ArgumentParser(prog="mmcontrast", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train from a recipe: mmcontrast train RECIPE.yaml [key=value ...]")
+    def add_command(name: str, **options: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[debug], **options)
+
+    train = add_command("train", help="train from a recipe: mmcontrast train RECIPE.yaml [key=value ...]")
     train.add_argument("recipe", help="a recipes/*.yaml file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 output_dir=runs/x")
     train.set_defaults(func=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a saved text model")
+    evaluate = add_command("eval", help="evaluate a saved text model")
     evaluate.add_argument("task", choices=["sts", "retrieval"])
     evaluate.add_argument("--model", required=True, help="a sentence-transformers or transformers folder")
     evaluate.add_argument("--data", required=True, help="STS: scored pairs (STS-B TSV or table); retrieval: pairs")
     evaluate.add_argument("--columns", nargs=2, default=["anchor", "positive"], help="retrieval (query, doc)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--limit", type=int, default=None, help="first N rows only")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=64)
+    evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N rows only")
     evaluate.set_defaults(func=_eval)
 
-    zero_shot = commands.add_parser(
+    zero_shot = add_command(
         "zero-shot", help="zero-shot image classification / image-text retrieval with a saved dual encoder"
     )
     zero_shot.add_argument(
@@ -158,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot.add_argument("--retrieval", help="captioned images for image-text retrieval recall@1/5/10")
     zero_shot.set_defaults(func=_zero_shot)
 
-    push = commands.add_parser(
+    push = add_command(
         "push", help="upload a trained model folder to the Hugging Face Hub (token: `hf auth login` or HF_TOKEN)"
     )
     push.add_argument("model_dir", help="the model folder of a run (OUTPUT_DIR/model), with its README.md card")
@@ -172,23 +253,109 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(func=_push)
 
-    demo = commands.add_parser("demo", help="the offline demo run by `make demo`")
+    demo = add_command("demo", help="the offline demo run by `make demo`")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.set_defaults(func=_demo)
-    docs = commands.add_parser("recipe-docs", help="print the recipe reference (docs/recipes.md) as markdown")
+    docs = add_command("recipe-docs", help="print the recipe reference (docs/recipes.md) as markdown")
     docs.set_defaults(func=_recipe_docs)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from mmcontrast.hub.push import PushError
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions caused by what the user gave: a file, a folder, a value, a table, a model name, the network,
+    a run folder or checkpoint, settings that make training diverge. A new error type of mmcontrast that reports
+    a bad input subclasses ``ValueError`` or ``OSError``, or is listed here."""
+    from datasets.exceptions import DatasetsError
+    from safetensors import SafetensorError
 
-    args = build_parser().parse_args(argv)
+    from mmcontrast.engine.checkpoints import CheckpointError
+    from mmcontrast.engine.run_folder import RunFolderError
+    from mmcontrast.engine.trainer import TrainingDivergedError
+    from mmcontrast.hub.push import PushError
+    from mmcontrast.methods.base import NonFiniteError
+
+    return (
+        OSError,
+        ValueError,
+        yaml.YAMLError,
+        DatasetsError,
+        SafetensorError,
+        PushError,
+        CheckpointError,
+        RunFolderError,
+        TrainingDivergedError,
+        NonFiniteError,
+    )
+
+
+def _recipe_values(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Every text value of a recipe by its dotted key (``model.name_or_path``)."""
+    values: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            values.update(_recipe_values(value, f"{prefix}{key}."))
+        elif isinstance(value, str) and value:
+            values[f"{prefix}{key}"] = value
+    return values
+
+
+def _option_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """The text values given to the subcommand, by their option (``--model``) or positional name (``RECIPE``)."""
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    values = {}
+    for action in commands.choices[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(value, str):
+            values[action.option_strings[0] if action.option_strings else action.dest.upper()] = value
+    return values
+
+
+def _named(message: str, named: dict[str, str]) -> str:
+    """Prefix the option or recipe key whose value the message quotes, unless the message names it already.
+
+    Loaders name the file or model they failed on ('runs/x/model'), not the key that gave it; the user needs
+    the key. A value given by several keys is left unattributed.
+    """
+    quoted = set(re.findall(r"'([^']+)'", message))
+    keys = [key for key, value in named.items() if value in quoted or str(Path(value)) in quoted]
+    if len(keys) != 1 or re.search(rf"(?<![\w.-]){re.escape(keys[0])}(?![\w-])", message, re.IGNORECASE):
+        return message
+    return f"{keys[0]}: {message}"
+
+
+def _message(error: BaseException) -> str:
+    """The error's message on one line; a file-system error names its file, a wrapper error its cause."""
+    from datasets.exceptions import DatasetsError
+
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"'{error.filename}': {error.strerror}"
+    elif isinstance(error, DatasetsError) and error.__cause__ is not None:
+        text = f"{error}: {_message(error.__cause__)}"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; an error is one line on standard error (exit 2, or 1 when unexpected): see docs/cli.md."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.named = _option_values(parser, args)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, PushError) as error:
-        print(f"mmcontrast {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"mmcontrast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        message = _named(_message(error), args.named)
+        expected = isinstance(error, _user_errors())
+        if not expected:
+            message = f"{type(error).__name__}: {message}"
+            message += " (an unexpected error" + ("" if args.debug else "; rerun with --debug for the traceback") + ")"
+        print(f"mmcontrast {args.command}: error: {message}", file=sys.stderr)
+        return 2 if expected else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from mmcontrast.data.tables import TableFormat, clean_table, load_table
+from mmcontrast.data.tables import TableFormat
+from mmcontrast.evaluation.sources import evaluation_table
 
 Encode = Callable[[Sequence[str]], torch.Tensor]
 
@@ -72,11 +73,21 @@ class RetrievalEvaluator:
         format: TableFormat = "auto",
         min_score: float | None = None,
         limit: int | None = None,
+        name: str = "retrieval data",
+        columns_name: str = "columns",
     ) -> RetrievalEvaluator:
         """Queries from the first column; the corpus is every distinct text of the second; a query's
-        relevant documents are the texts paired with it."""
-        table = load_table(source, format=format, min_score=min_score, limit=limit)
-        table, _ = clean_table(table, list(columns), source=source)
+        relevant documents are the texts paired with it. Errors name ``source`` by ``name`` (`--data`,
+        `eval.retrieval`) and the column setting by ``columns_name`` (`--columns`, `eval.retrieval_columns`)."""
+        table = evaluation_table(
+            source,
+            name=name,
+            columns=columns,
+            columns_hint=f"Set {columns_name} to the query and document columns of your data.",
+            format=format,
+            limit=limit,
+            min_score=min_score,
+        )
         corpus: dict[str, int] = {}
         relevant: dict[str, set[int]] = {}
         for query, document in zip(table[columns[0]], table[columns[1]], strict=True):

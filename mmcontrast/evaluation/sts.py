@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
-from mmcontrast.data.tables import clean_table, load_table
+from mmcontrast.evaluation.sources import evaluation_table
 
 Encode = Callable[[Sequence[str]], torch.Tensor]
 
@@ -57,13 +58,26 @@ class STSEvaluator:
         columns: Sequence[str] = ("sentence1", "sentence2"),
         score_column: str = "score",
         limit: int | None = None,
+        name: str = "STS data",
         **kwargs,
     ) -> STSEvaluator:
-        """Read pairs and scores from a table (``format="stsb"`` for the STS Benchmark TSV files)."""
-        if format == "auto" and source.endswith((".csv", ".tsv")) and _looks_like_stsb(source):
-            format = "stsb"
-        table = load_table(source, format=format, limit=limit)  # type: ignore[arg-type]
-        table, _ = clean_table(table, list(columns), score_column=score_column, source=source)
+        """Read pairs and scores from a table (``format="stsb"`` for the STS Benchmark TSV files, detected when
+        ``auto``); ``name`` says what gave ``source`` (`--data`, `eval.sts`) in errors."""
+        if format == "auto" and source.endswith((".csv", ".tsv")) and Path(source).is_file():
+            format = "stsb" if _looks_like_stsb(source, name) else format
+        hint = (
+            f"An STS table has the columns {', '.join(columns)} and {score_column}, or is an STS Benchmark TSV "
+            "file (headerless: genre, file, year, id, score, sentence1, sentence2)"
+        )
+        table = evaluation_table(
+            source,
+            name=name,
+            columns=columns,
+            columns_hint=hint,
+            score_column=score_column,
+            format=format,  # type: ignore[arg-type]
+            limit=limit,
+        )
         return cls(table[columns[0]], table[columns[1]], table[score_column], **kwargs)
 
     def __call__(self, encode: Encode) -> dict[str, float]:
@@ -76,10 +90,13 @@ class STSEvaluator:
         return sts_metrics(first, second, self.scores)
 
 
-def _looks_like_stsb(source: str) -> bool:
+def _looks_like_stsb(source: str, name: str) -> bool:
     """The STS Benchmark files have no header: their first line has a numeric fifth tab-separated field."""
-    with open(source, encoding="utf-8") as handle:
-        fields = handle.readline().rstrip("\n").split("\t")
+    try:
+        with open(source, encoding="utf-8") as handle:
+            fields = handle.readline().rstrip("\n").split("\t")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{name} '{source}': line 1 is not UTF-8 text ({error.reason}); save it as UTF-8") from None
     if len(fields) < 7:
         return False
     try:

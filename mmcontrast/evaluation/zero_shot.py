@@ -42,6 +42,41 @@ def zero_shot_classifier(encoder: DualEncoder, classes: Sequence[str], templates
     return F.normalize(per_class, dim=-1)
 
 
+def classes_by_name(
+    classes: Sequence[str] | None, data_classes: Sequence[str], *, classes_name: str, data_name: str
+) -> tuple[list[str], list[int]]:
+    """Match the class names to prompt with to a labelled set's own class names, by name.
+
+    Args:
+        classes: the names given (`--classes`, `eval.classes`), in any order; None: the data's own names.
+        data_classes: the data's class names, indexed by its labels (sorted folder names, a label column's names).
+        classes_name, data_name: what gave each list, named in the error.
+
+    Returns:
+        The names in classifier order, and for each data label the classifier row of its class
+        (``[new_label[label] for label in labels]`` gives labels that index the returned names).
+
+    Raises:
+        ValueError: naming both lists when they are not the same set of names.
+    """
+    if classes is None:
+        return list(data_classes), list(range(len(data_classes)))
+    if sorted(classes) != sorted(data_classes):
+        problems = {
+            "repeated": sorted({name for name in classes if list(classes).count(name) > 1}),
+            "not in the data": sorted(set(classes) - set(data_classes)),
+            "missing": sorted(set(data_classes) - set(classes)),
+        }
+        details = [f"{problem}: {names}" for problem, names in problems.items() if names]
+        raise ValueError(
+            f"{classes_name} {list(classes)} ({len(classes)} names) must be the class names of {data_name} "
+            f"{list(data_classes)} ({len(data_classes)} classes), in any order ({'; '.join(details)}): labels are "
+            "matched to class names by name"
+        )
+    row = {name: i for i, name in enumerate(classes)}
+    return list(classes), [row[name] for name in data_classes]
+
+
 def zero_shot_metrics(
     image_embeddings: torch.Tensor, labels: Sequence[int], classifier: torch.Tensor
 ) -> tuple[dict[str, float], torch.Tensor]:

@@ -69,6 +69,27 @@ def _pooling_from_st_config(config: dict, where: Path) -> str:
     return aliases[modes[0]]
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be a local path: a Hub repo id is ``name`` or ``org/name``, without a suffix."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or bool(Path(name).suffix)
+
+
+def _load_error(name_or_path: str | Path, local: bool, error: OSError) -> str:
+    """One line that says why a text model did not load, without the loader's multi-line advice."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if local:
+        return f"could not load the text model folder '{name_or_path}': {first_line}"
+    from huggingface_hub import is_offline_mode
+
+    if is_offline_mode():
+        return (
+            f"text model '{name_or_path}' is not a local folder and not in the Hugging Face cache, and "
+            "HF_HUB_OFFLINE is set so it cannot be downloaded: give a local transformers or sentence-transformers "
+            "folder, or download the model once with network access"
+        )
+    return f"text model '{name_or_path}' is not a local folder and could not be loaded from the Hub: {first_line}"
+
+
 class TextEncoder(nn.Module):
     """A transformers encoder with pooling: ``preprocess(texts)`` tokenises, ``forward(features)`` embeds.
 
@@ -107,23 +128,29 @@ class TextEncoder(nn.Module):
         normalize: bool | None = None,
         max_length: int | None = None,
     ) -> TextEncoder:
-        """Load a transformers or sentence-transformers folder (or hub name); explicit arguments win."""
-        path = Path(name_or_path)
+        """Load a transformers or sentence-transformers folder (or hub name); explicit arguments win.
+
+        Weights are read from safetensors only (never from a pickle). A name that is not a local folder is looked
+        up on the Hugging Face Hub (its cache only, when ``HF_HUB_OFFLINE`` is set).
+        """
+        path = Path(name_or_path).expanduser()
         settings: dict = {}
-        source: str | Path = name_or_path
+        source: str | Path = path if path.exists() else name_or_path
         if path.is_dir() and (path / "modules.json").is_file():
             settings = _read_sentence_transformers_folder(path)
             source = settings.pop("transformer_dir")
-        elif not path.exists() and (str(name_or_path).startswith(("/", ".", "~")) or path.suffix):
+        elif not path.exists() and _looks_like_path(str(name_or_path)):
             raise FileNotFoundError(f"text model folder '{name_or_path}' does not exist")
+        if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"text model folder '{source}' has no config.json: it is not a transformers or sentence-transformers "
+                "model folder"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(source))
-            transformer = AutoModel.from_pretrained(str(source))
+            transformer = AutoModel.from_pretrained(str(source), use_safetensors=True)
         except OSError as error:
-            raise OSError(
-                f"could not load the text model '{name_or_path}': {error}. Give a local folder (transformers or "
-                "sentence-transformers), or a hub name that is in the local cache when offline."
-            ) from error
+            raise OSError(_load_error(name_or_path, Path(source).is_dir(), error)) from error
         if max_length is None:
             max_length = settings.get("max_length") or min(int(tokenizer.model_max_length), 512)
         return cls(
