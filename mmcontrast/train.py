@@ -1,19 +1,28 @@
-"""Run a recipe: build its parts, train them with the engine, export the model folder, push it to the Hub."""
+"""Run a recipe: build its parts, train them with the engine, export the model folder, push it to the Hub.
+
+The run folder's lock is held from before training until the model folder is written. The model folder is
+written under a hidden temporary name and renamed into place (:func:`mmcontrast.engine.durable.publish`), so
+`OUTPUT_DIR/model` is either complete, card included, or absent.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from accelerate.utils import set_seed
 
+from mmcontrast.engine.durable import disk_full_error, publish
+from mmcontrast.engine.fingerprint import recipe_fingerprint
 from mmcontrast.engine.processes import process_state
+from mmcontrast.engine.run_folder import RunFolder
 from mmcontrast.engine.trainer import Trainer
 from mmcontrast.hub.push import check_push_settings, push_model
 from mmcontrast.recipe import build_parts
-from mmcontrast.recipes.base import RecipeBase
+from mmcontrast.recipes.base import RecipeBase, RecipeParts
 
 
 def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -34,21 +43,40 @@ def train_recipe(recipe: RecipeBase, raw: dict[str, Any] | None = None) -> dict[
         output_dir,
         evaluators=parts.evaluators,
         run_config=raw,
+        fingerprint=recipe_fingerprint(asdict(recipe)),
+        overwrite_output_dir=recipe.overwrite_output_dir,
     )
-    result = trainer.train(resume_from=recipe.resume_from)
-    summary = {
-        "global_step": result.global_step,
-        "metrics": result.final_metrics,
-        "skipped_rows": parts.skipped_rows,
-        "model_dir": str(output_dir / "model"),
-    }
     state = process_state()
-    if state.is_main_process:
-        parts.export(trainer.method, result, output_dir)
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    state.wait_for_everyone()
+    with RunFolder(output_dir):
+        result = trainer.train(resume_from=recipe.resume_from)
+        summary = {
+            "global_step": result.global_step,
+            "metrics": result.final_metrics,
+            "skipped_rows": parts.skipped_rows,
+            "model_dir": str(output_dir / "model"),
+        }
+        if state.is_main_process:
+            export_model(parts, trainer, result, output_dir)
+            (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        state.wait_for_everyone()
     state.destroy_process_group()
     if state.is_main_process and push.repo_id:  # after the barrier: the other processes need not wait for it
         summary["pushed_to"] = push_model(summary["model_dir"], **asdict(push))  # PushConfig = push_model's options
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def export_model(parts: RecipeParts, trainer: Trainer, result: Any, output_dir: Path) -> Path:
+    """Write the model folder under a temporary name, then rename it to `OUTPUT_DIR/model` (replacing any)."""
+    final, staging = output_dir / "model", output_dir / ".tmp-model"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        parts.export(trainer.method, result, output_dir, staging)
+        publish(staging, final)
+    except Exception as error:  # torch, safetensors and the OS report a full disk with different types
+        shutil.rmtree(staging, ignore_errors=True)
+        full = disk_full_error(error, "the model folder", output_dir)
+        if full is None:
+            raise
+        raise full from error
+    return final

@@ -1,5 +1,6 @@
 """Engine: the one Accelerate training loop, and atomic checkpoints."""
 
-from mmcontrast.engine.trainer import Trainer, TrainingConfig, TrainingResult
+from mmcontrast.engine.config import TrainingConfig
+from mmcontrast.engine.trainer import Trainer, TrainingResult
 
 __all__ = ["Trainer", "TrainingConfig", "TrainingResult"]

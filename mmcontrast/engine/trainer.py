@@ -8,7 +8,12 @@ TensorBoard logging, periodic evaluation, atomic checkpoints and exact resume.
 
 Resume is exact: the data order of an epoch is a function of ``(seed, epoch)`` (the batch sampler), the
 RNG states, optimizer and scheduler come back from the checkpoint, and the loop skips the batches already
-seen in the interrupted epoch.
+seen in the interrupted epoch. Resume is also checked: the checkpoint must be valid (its manifest), must come
+from the same recipe (its fingerprint, see :mod:`mmcontrast.engine.fingerprint`) and must not lie beyond the
+run's last step. The run folder is locked for the run's lifetime (:mod:`mmcontrast.engine.run_folder`).
+
+Divergence is caught by the engine: non-finite embeddings, loss or gradients stop the run with the step and
+the learning rate, and a run whose weights end non-finite or exploded is refused before anything is exported.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import contextlib
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -30,65 +36,26 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from mmcontrast.engine.checkpoints import load_checkpoint, resolve_resume, save_checkpoint
+from mmcontrast.engine.checkpoints import CheckpointError, load_checkpoint, read_state, resolve_resume, save_checkpoint
+from mmcontrast.engine.config import TrainingConfig, check_hardware
+from mmcontrast.engine.fingerprint import RESUMABLE_TRAIN_KEYS, differences, run_fingerprint
 from mmcontrast.engine.processes import use_cpu
-from mmcontrast.methods.base import LossOutput, Method
+from mmcontrast.engine.run_folder import RunFolder, prepare_run_folder
+from mmcontrast.methods.base import LossOutput, Method, NonFiniteError
+from mmcontrast.typed_config import check_ranges
+
+EXPLODED = 1e4  # a weight this large (and 100x its initial scale) means the run diverged
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss, the gradients, the embeddings or the weights became non-finite or exploded."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot continue this run (another recipe, or beyond the last step)."""
+
 
 Evaluator = Callable[[Method], dict[str, float]]
-
-
-@dataclass
-class TrainingConfig:
-    """How to train (the ``train:`` section of a recipe).
-
-    Attributes:
-        epochs: passes over the data (ignored when ``max_steps`` is set).
-        max_steps: optimizer steps to run; overrides ``epochs``.
-        batch_size: rows per process per step (the global batch is this x processes).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay (not applied to biases and norm weights).
-        adam_betas: AdamW's (beta1, beta2); CLIP / open_clip training of ViTs uses (0.9, 0.98).
-        adam_eps: AdamW's epsilon; CLIP / open_clip use 1e-6.
-        warmup_ratio: fraction of the steps with linear warm-up.
-        scheduler: a transformers scheduler name (linear, cosine, constant_with_warmup, ...).
-        max_grad_norm: gradient clipping norm (0 disables).
-        mixed_precision: ``no``, ``bf16`` or ``fp16`` (losses keep their logits in fp32 regardless).
-        gradient_accumulation_steps: micro-batches per optimizer step.
-        cache_chunk_size: cached large batch (GradCache): embed the batch in chunks of this many rows without
-            gradient, compute the loss once over all cached embeddings, then re-embed chunk by chunk with
-            gradient. Exact for every method (same gradients as the whole batch, up to dropout masks drawn per
-            chunk and batch-norm statistics computed per chunk); memory is that of one chunk plus the loss.
-        seed: seed of the initialisation, the data order and dropout.
-        save_steps: write a checkpoint every N steps (0: none during training).
-        save_total_limit: checkpoints kept (oldest removed first).
-        eval_steps: run the evaluators every N steps (0: only at the end).
-        logging_steps: log loss, learning rate and throughput every N steps.
-        num_workers: DataLoader worker processes.
-        drop_last: drop the last incomplete batch of each epoch.
-        progress_bar: show a progress bar.
-    """
-
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adam_eps: float = 1e-8
-    warmup_ratio: float = 0.1
-    scheduler: str = "linear"
-    max_grad_norm: float = 1.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_accumulation_steps: int = 1
-    cache_chunk_size: int | None = None
-    seed: int = 42
-    save_steps: int = 0
-    save_total_limit: int = 2
-    eval_steps: int = 0
-    logging_steps: int = 10
-    num_workers: int = 0
-    drop_last: bool = False
-    progress_bar: bool = True
 
 
 @dataclass
@@ -135,6 +102,10 @@ class Trainer:
         output_dir: run folder: ``checkpoints/``, ``logs/`` (TensorBoard), ``training_log.json``.
         evaluators: name -> callable(method) -> metrics, run every ``eval_steps`` and at the end.
         run_config: the recipe as a dict, stored with the TensorBoard run.
+        fingerprint: the recipe's keys that decide the trajectory (flat, see
+            :func:`~mmcontrast.engine.fingerprint.recipe_fingerprint`); a resume with other values refuses.
+        overwrite_output_dir: start afresh even when ``output_dir`` holds another run's checkpoints or model
+            (they are deleted); without it such a folder is refused unless the run resumes.
     """
 
     def __init__(
@@ -146,8 +117,13 @@ class Trainer:
         output_dir: str | Path,
         evaluators: dict[str, Evaluator] | None = None,
         run_config: dict[str, Any] | None = None,
+        fingerprint: dict[str, Any] | None = None,
+        overwrite_output_dir: bool = False,
     ) -> None:
+        check_ranges(config, "train config", prefix="train.")  # the recipe path checked them already; Python did not
+        check_hardware(config)
         self.config = config
+        self.overwrite_output_dir = overwrite_output_dir
         self.output_dir = Path(output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
         self.evaluators = evaluators or {}
@@ -175,14 +151,21 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError("the training data gives no batch: add rows or lower train.batch_size")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.num_warmup_steps = math.ceil(config.warmup_ratio * self.total_steps)
         self.scheduler = get_scheduler(
             config.scheduler,
             optimizer,
-            num_warmup_steps=math.ceil(config.warmup_ratio * self.total_steps),
+            num_warmup_steps=self.num_warmup_steps,
             num_training_steps=self.total_steps,
         )
+        self.fingerprint = run_fingerprint(
+            config, fingerprint or {}, num_rows=len(dataset), num_processes=self.accelerator.num_processes
+        )
+        self.run_id = uuid.uuid4().hex
+        # the weights' scale at the start, to tell a diverged run from a trained one at the end
+        self.initial_scale = {name: float(p.detach().abs().max()) for name, p in method.named_parameters() if p.numel()}
         self.model, self.optimizer = self.accelerator.prepare(method, optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
+        # the scheduler's state goes into trainer_state.json (not a pickle registered with Accelerate)
         self.accelerator.init_trackers("mmcontrast", config=_flat_scalars(run_config or {}))
         self.log_history: list[dict[str, Any]] = []
 
@@ -217,19 +200,95 @@ class Trainer:
         return metrics
 
     def _save(self, step: int) -> None:
-        state = {"global_step": step, "log_history": self.log_history}
+        state = {
+            "global_step": step,
+            "run_id": self.run_id,
+            "fingerprint": self.fingerprint,
+            "num_warmup_steps": self.num_warmup_steps,
+            "total_steps": self.total_steps,
+            "scheduler": self.scheduler.state_dict(),
+            "log_history": self.log_history,
+        }
         save_checkpoint(self.accelerator, self.checkpoint_root, step, state, self.config.save_total_limit)
+
+    def _resume(self, checkpoint: Path) -> int:
+        """Check that ``checkpoint`` continues this run, restore it, and return its step."""
+        try:
+            state = read_state(checkpoint)
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"cannot read the trainer state of {checkpoint}: {error}") from error
+        changed = differences(state.get("fingerprint", {}), self.fingerprint)
+        if changed:
+            safe = ", ".join(f"train.{k}" for k in sorted(RESUMABLE_TRAIN_KEYS))
+            raise ResumeError(
+                f"cannot resume from {checkpoint}: the recipe differs from the run that wrote it in "
+                f"{'; '.join(changed)}. Restore those values to continue that run, or start a new one "
+                f"(overwrite_output_dir=true or another output_dir). Safe to change on resume: {safe}, eval"
+            )
+        step = int(state["global_step"])
+        if step > self.total_steps:
+            raise ResumeError(
+                f"cannot resume from {checkpoint}: it is at step {step}, beyond this run's {self.total_steps} steps "
+                "(train.max_steps / train.epochs); raise them to continue the run"
+            )
+        warmup = int(state["num_warmup_steps"])
+        if warmup != self.num_warmup_steps:  # the run was extended or shortened: warm-up stays as it was
+            self.num_warmup_steps = warmup
+            self.scheduler = get_scheduler(
+                self.config.scheduler,
+                self.optimizer.optimizer,
+                num_warmup_steps=warmup,
+                num_training_steps=self.total_steps,
+            )
+        load_checkpoint(self.accelerator, checkpoint)
+        self.scheduler.load_state_dict(state["scheduler"])
+        if int(state["total_steps"]) != self.total_steps:  # the next steps follow the schedule of the new total
+            last, scheduler = self.scheduler.last_epoch, self.scheduler
+            rates = [base * fn(last) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+            for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+                group["lr"] = rate
+            self.scheduler._last_lr = rates
+        self.run_id, self.log_history = state["run_id"], state["log_history"]
+        return step
+
+    def _diverged(self, step: int, what: str) -> TrainingDivergedError:
+        rate = self.scheduler.get_last_lr()[0]
+        return TrainingDivergedError(
+            f"training diverged at step {step} (learning rate {rate:.3g}): {what}. Lower train.lr (or raise "
+            "train.warmup_ratio), check the data for degenerate rows, or use mixed_precision=bf16 instead of fp16"
+        )
+
+    def check_weights(self) -> None:
+        """Refuse weights that are non-finite or exploded (> 1e4 and 100x their initial scale): such a model is
+        not worth exporting, and a user would not notice from the exit code alone."""
+        for name, parameter in self.method.named_parameters():
+            if name not in self.initial_scale:
+                continue
+            scale = float(parameter.detach().abs().max())
+            if not math.isfinite(scale) or (scale > EXPLODED and scale > 100 * max(self.initial_scale[name], 1.0)):
+                raise TrainingDivergedError(
+                    f"training diverged: parameter '{name}' ends with values up to {scale:.3g} (it started at "
+                    f"{self.initial_scale[name]:.3g}), so no model is exported. Lower train.lr (or raise "
+                    "train.warmup_ratio) and train again with overwrite_output_dir=true"
+                )
 
     def backward(
         self, batch: dict[str, Any], scale: float = 1.0, step: int = 0, sync_gradients: bool = True
     ) -> LossOutput:
         """Forward and backward of one (micro-)batch; gradients of ``scale * loss`` accumulate in ``.grad``."""
-        if self.config.cache_chunk_size:
-            return self._cached_backward(batch, scale, step, sync_gradients)
-        output = self.model(batch)
-        _check_finite(output.loss, step)
+        try:
+            if self.config.cache_chunk_size:
+                return self._cached_backward(batch, scale, step, sync_gradients)
+            output = self.model(batch)
+        except NonFiniteError as error:  # raised between embed and loss, before the loss core sees the input
+            raise self._diverged(step, str(error)) from error
+        self._check_loss(output.loss, step)
         self.accelerator.backward(output.loss * scale)
         return output
+
+    def _check_loss(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise self._diverged(step, f"the loss is {loss.item()}")
 
     def _cached_backward(self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool) -> LossOutput:
         """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad."""
@@ -241,7 +300,7 @@ class Trainer:
                     cached.append(self.model(chunk, embed_only=True))
             embeddings = {key: torch.cat([c[key] for c in cached]).detach().requires_grad_() for key in cached[0]}
             output = self.model(batch["batch"], embeddings=embeddings)
-            _check_finite(output.loss, step)
+            self._check_loss(output.loss, step)
             self.accelerator.backward(output.loss * scale)
             start = 0
             for chunk, state, done in zip(chunks, states, cached, strict=True):
@@ -260,15 +319,21 @@ class Trainer:
         return output
 
     def train(self, resume_from: str | None = None) -> TrainingResult:
-        """Run to ``total_steps``; ``resume_from`` is ``latest`` or a checkpoint folder."""
-        config, accelerator = self.config, self.accelerator
-        step = 0
-        if resume_from:
-            checkpoint = resolve_resume(resume_from, self.checkpoint_root)
+        """Run to ``total_steps`` holding the run folder's lock; ``resume_from`` is ``latest`` or a checkpoint
+        folder. Raises :class:`TrainingDivergedError` when the weights end non-finite or exploded."""
+        with RunFolder(self.output_dir):
+            checkpoint = resolve_resume(resume_from, self.checkpoint_root) if resume_from else None
+            prepare_run_folder(self.output_dir, resuming=checkpoint is not None, overwrite=self.overwrite_output_dir)
+            step = 0
             if checkpoint is not None:
-                state = load_checkpoint(accelerator, checkpoint)
-                step, self.log_history = state["global_step"], state["log_history"]
-                accelerator.print(f"resumed from {checkpoint} at step {step}")
+                step = self._resume(checkpoint)
+                self.accelerator.print(f"resumed from {checkpoint} at step {step}")
+            result = self._train_from(step)
+            self.check_weights()
+            return result
+
+    def _train_from(self, step: int) -> TrainingResult:
+        config, accelerator = self.config, self.accelerator
         progress = tqdm(
             total=self.total_steps,
             initial=step,
@@ -294,8 +359,10 @@ class Trainer:
                 window_rows += _rows(batch)
                 if not boundary:
                     continue
-                if config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                # clipping at inf only measures the norm (the gradients are multiplied by 1.0: unchanged)
+                norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or math.inf)
+                if norm is not None and not torch.isfinite(norm) and config.mixed_precision != "fp16":
+                    raise self._diverged(step + 1, f"the gradient norm is {float(norm)}")
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -342,14 +409,6 @@ class _ChunkedCollate:
     def __call__(self, rows: list[Any]) -> dict[str, Any]:
         chunks = [self.collate(rows[i : i + self.chunk_size]) for i in range(0, len(rows), self.chunk_size)]
         return {"batch": self.collate(rows), "chunks": chunks}
-
-
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the loss is {loss.item()} at step {step}. Lower train.lr, check the data for degenerate rows, "
-            "or use mixed_precision=bf16 instead of fp16."
-        )
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:

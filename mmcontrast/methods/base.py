@@ -13,6 +13,20 @@ import torch
 from torch import nn
 
 
+class NonFiniteError(FloatingPointError):
+    """Embeddings holding NaN or Inf; the engine reports it with the step and the learning rate."""
+
+
+def check_finite_embeddings(embeddings: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteError` naming the embedding and its first bad row if any value is NaN or Inf."""
+    for key, value in embeddings.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = ~torch.isfinite(value.detach())
+            if bad.any():
+                row = int(bad.reshape(value.shape[0], -1).any(dim=1).nonzero()[0])
+                raise NonFiniteError(f"the '{key}' embeddings hold NaN or Inf (row {row})")
+
+
 class LossOutput(NamedTuple):
     """A scalar training loss and the metrics to log beside it.
 
@@ -48,8 +62,12 @@ class Method(nn.Module):
         """``loss(embed(batch), batch)``; or only ``embed(batch)``; or only the loss on given embeddings.
 
         The engine calls the three forms through the (possibly distributed) wrapper of the method, which is
-        why they share ``forward`` instead of being called as methods of the unwrapped module.
+        why they share ``forward`` instead of being called as methods of the unwrapped module. Embeddings are
+        checked for NaN / Inf here, before any loss sees them (:class:`NonFiniteError`).
         """
+        if embeddings is None:
+            embeddings = self.embed(batch)
+            check_finite_embeddings(embeddings)
         if embed_only:
-            return self.embed(batch)
-        return self.loss(self.embed(batch) if embeddings is None else embeddings, batch)
+            return embeddings
+        return self.loss(embeddings, batch)

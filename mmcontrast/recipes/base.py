@@ -44,7 +44,9 @@ class RecipeBase:
     Attributes:
         method: the training method.
         output_dir: run folder; the trained model goes to `OUTPUT_DIR/model`.
-        resume_from: `latest` or a checkpoint folder to continue a run from.
+        resume_from: `latest` or a checkpoint folder to continue a run from (see docs/runs.md: what must match).
+        overwrite_output_dir: start afresh in an `output_dir` that holds another run's checkpoints or model,
+            deleting them; without it such a folder is refused unless the run resumes.
         train: optimisation, precision, checkpointing.
         push_to_hub: push the model folder to the Hugging Face Hub at the end of the run.
     """
@@ -52,6 +54,7 @@ class RecipeBase:
     method: str = ""
     output_dir: str = "runs/run"
     resume_from: str | None = None
+    overwrite_output_dir: bool = False
     train: TrainingConfig = field(default_factory=TrainingConfig)
     push_to_hub: PushConfig = field(default_factory=PushConfig)
 
@@ -65,7 +68,8 @@ class RecipeParts:
         dataset: rows indexable by integer.
         batch_sampler: seeded, sharded batch sampler over ``dataset``.
         evaluators: name -> callable(method) -> metrics.
-        export: writes the trained model folder; called with (method, training result, run folder).
+        export: writes the trained model folder; called with (method, training result, run folder, folder to
+            write the model into), the last a temporary folder that the run renames to `OUTPUT_DIR/model`.
         skipped_rows: bad rows dropped from the data (reported at the end).
     """
 
@@ -73,7 +77,7 @@ class RecipeParts:
     dataset: Sequence[Any]
     batch_sampler: Any
     evaluators: dict[str, Evaluator]
-    export: Callable[[Method, TrainingResult, Path], Path]
+    export: Callable[[Method, TrainingResult, Path, Path], Path]
     skipped_rows: int = 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from safetensors.torch import save_file
@@ -17,10 +17,12 @@ from mmcontrast.evaluation.zero_shot import (
     DualEncoder,
     OpenClipDualEncoder,
     TransformersDualEncoder,
+    classes_by_name,
     image_text_retrieval,
     zero_shot_classifier,
     zero_shot_metrics,
 )
+from mmcontrast.hub.folders import check_model_folder, folder_kind
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.hub.open_clip_to_transformers import convertible, save_open_clip_as_transformers
 from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
@@ -30,6 +32,7 @@ from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_c
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
+from mmcontrast.typed_config import PositiveInt, Range
 
 _USAGE = """from transformers import pipeline
 
@@ -78,7 +81,7 @@ class TextTowerConfig:
     config: dict[str, Any] | None = None
     tokenizer: str = "clip"
     pooling: Pooling | None = None
-    max_length: int | None = None
+    max_length: PositiveInt | None = None
 
 
 @dataclass
@@ -112,7 +115,8 @@ class ClipModelConfig:
         text: the text tower.
         open_clip: instead of `image` and `text`, both towers from one open_clip model.
         embed_dim: size of the shared embedding space (an open_clip model brings its own).
-        logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07).
+        logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07); the scale is learned within
+            [1, 100].
         lock_text: freeze the text tower (LiT: a pretrained text encoder, only the image side learns).
         gather: use every process's pairs as negatives.
         mask_positives: rows known to match (the same class label, or the same caption) are not negatives of
@@ -122,8 +126,8 @@ class ClipModelConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
-    embed_dim: int = 512
-    logit_scale_init: float = 1 / 0.07
+    embed_dim: PositiveInt = 512
+    logit_scale_init: Annotated[float, Range(ge=1, le=100)] = 1 / 0.07
     lock_text: bool = False
     gather: bool = True
     mask_positives: bool = True
@@ -150,8 +154,8 @@ class ImageTextDataConfig:
     image_column: str = "file_name"
     caption_column: str = "text"
     captions: list[str] = field(default_factory=lambda: list(DIGIT_CAPTIONS))
-    image_size: int = 32
-    limit: int | None = None
+    image_size: PositiveInt = 32
+    limit: PositiveInt | None = None
 
 
 @dataclass
@@ -161,7 +165,8 @@ class ZeroShotEvalConfig:
     Attributes:
         zero_shot: labelled images to classify: `sklearn:digits` or a folder with one sub-folder per class.
         split: split of `sklearn:digits`.
-        classes: class names used in the prompts (default: the data's own class names).
+        classes: class names used in the prompts: the data's own class names, in any order (matched by name,
+            never by position); default: the data's names.
         templates: prompt templates; each class's embeddings are averaged over them.
         retrieval: captioned images for image-text retrieval recall@1/5/10 (same sources as `data.train`).
     """
@@ -222,11 +227,15 @@ def _rows(source: str, split: str, data: ImageTextDataConfig) -> ImageRows:
 
 
 class _ZeroShot:
-    """Zero-shot top-1 / top-5 / mean per-class recall of a model on labelled images (an engine evaluator)."""
+    """Zero-shot top-1 / top-5 / mean per-class recall of a model on labelled images (an engine evaluator).
 
-    def __init__(self, rows: ImageRows, classes: list[str], templates: list[str]) -> None:
+    ``classes`` are the names to prompt with; ``class_rows[label]`` is the index in ``classes`` of the rows'
+    class ``label`` (matched by name: :func:`~mmcontrast.evaluation.zero_shot.classes_by_name`).
+    """
+
+    def __init__(self, rows: ImageRows, classes: list[str], class_rows: list[int], templates: list[str]) -> None:
         self.images = [DecodedImages(rows.rows)[i]["image"] for i in range(len(rows.rows))]
-        self.labels = [row["label"] for row in rows.rows]
+        self.labels = [class_rows[row["label"]] for row in rows.rows]
         self.classes, self.templates = classes, templates
 
     def evaluate(self, encoder) -> tuple[dict[str, float], list[int]]:
@@ -245,7 +254,10 @@ def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
     rows = _rows(config.zero_shot, config.split, recipe.data)
     if not rows.classes:
         raise ValueError(f"eval.zero_shot '{config.zero_shot}' has no classes: give labelled images (class folders)")
-    return _ZeroShot(rows, config.classes or rows.classes, config.templates)
+    classes, class_rows = classes_by_name(
+        config.classes, rows.classes, classes_name="eval.classes", data_name=f"eval.zero_shot '{config.zero_shot}'"
+    )
+    return _ZeroShot(rows, classes, class_rows, config.templates)
 
 
 def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
@@ -292,8 +304,8 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
         dataset=dataset,
         batch_sampler=batch_sampler(recipe.train, len(dataset)),
         evaluators=evaluators,
-        export=lambda trained, result, output_dir: export(
-            trained, recipe, raw, result, output_dir, zero_shot, open_clip_cfg
+        export=lambda trained, result, output_dir, model_dir: export(
+            trained, recipe, raw, result, output_dir, model_dir, zero_shot, open_clip_cfg
         ),
         skipped_rows=len(rows.skipped),
     )
@@ -305,13 +317,13 @@ def export(
     raw: dict[str, Any],
     result: TrainingResult,
     output_dir: Path,
+    model_dir: Path,
     zero_shot: _ZeroShot | None,
     open_clip_cfg: dict[str, Any] | None = None,
 ) -> Path:
-    """Write `OUTPUT_DIR/model`, a model card and plots: a transformers CLIP / dual encoder + processor; for
-    open_clip towers an open_clip folder, which also holds the transformers ``CLIPModel`` when the model has
-    the standard CLIP form."""
-    model_dir = output_dir / "model"
+    """Write the model folder (``model_dir``, which the run then moves to `OUTPUT_DIR/model`), a model card and
+    plots: a transformers CLIP / dual encoder + processor; for open_clip towers an open_clip folder, which also
+    holds the transformers ``CLIPModel`` when the model has the standard CLIP form."""
     kind = transformers_export_kind(method)
     if open_clip_cfg is not None:
         towers = (method.image_encoder, method.text_encoder, method.logit_scale.log_scale, open_clip_cfg)
@@ -359,7 +371,7 @@ def export(
             ),
             library_name=library,
             pipeline_tag="zero-shot-image-classification",
-            usage=usage.format(path=model_dir, labels=labels, template=template),
+            usage=usage.format(path=output_dir / "model", labels=labels, template=template),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             base_model=recipe.model.text.name_or_path,
             datasets=[recipe.data.train],
@@ -404,11 +416,12 @@ def load_mmcontrast_clip(directory: str | Path) -> CLIP:
 
 def load_dual_encoder(folder: str | Path) -> DualEncoder:
     """Any folder a CLIP run exports, loaded for zero-shot use: an open_clip folder (through open_clip),
-    mmcontrast's own CLIP format, or a transformers dual encoder."""
-    folder = Path(folder)
-    if (folder / "open_clip_config.json").is_file():
+    mmcontrast's own CLIP format, or a transformers dual encoder. Another folder (a text model, a training
+    checkpoint, an empty one...) is an error that says what it is."""
+    check_model_folder(folder, "image-text")
+    found = folder_kind(folder).format
+    if found == "open_clip":
         return OpenClipDualEncoder(folder)
-    config = folder / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("format") == MMCONTRAST_CLIP_FORMAT:
+    if found == MMCONTRAST_CLIP_FORMAT:
         return load_mmcontrast_clip(folder)
     return TransformersDualEncoder(folder)

@@ -16,6 +16,7 @@ from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.sbert import SbertLossConfig, SentenceBERT
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.typed_config import FiniteFloat, PositiveFloat, PositiveInt
 
 _USAGE = """from sentence_transformers import SentenceTransformer
 
@@ -38,7 +39,7 @@ class TextModelConfig:
     name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"
     pooling: Pooling | None = None
     normalize: bool | None = None
-    max_length: int | None = None
+    max_length: PositiveInt | None = None
 
 
 @dataclass
@@ -51,7 +52,8 @@ class TextDataConfig:
         split: split of a hub dataset.
         columns: text columns of a row, in order: (anchor, positive[, negatives...]) or (sentence1, sentence2).
         score_column: pair score (cosine_similarity, cosent), 0/1 label (pair_margin) or class (triplet).
-        score_max: scores are divided by this (5.0 for STS-B's 0..5 scale).
+        score_max: scores are divided by this (5.0 for STS-B's 0..5 scale); a score outside [0, score_max] is a
+            bad row (not under the triplet loss, whose score column holds class labels).
         limit: use only the first N rows.
         min_score: keep only rows whose score_column is >= this (e.g. STS-B pairs scored 4+ as positives).
         skip_bad_rows: skip (and count) rows with a missing or empty text instead of stopping with an error.
@@ -63,9 +65,9 @@ class TextDataConfig:
     split: str = "train"
     columns: list[str] = field(default_factory=lambda: ["anchor", "positive"])
     score_column: str | None = None
-    score_max: float = 1.0
-    limit: int | None = None
-    min_score: float | None = None
+    score_max: PositiveFloat = 1.0
+    limit: PositiveInt | None = None
+    min_score: FiniteFloat | None = None
     skip_bad_rows: bool = False
     no_duplicates: bool | None = None
 
@@ -88,9 +90,9 @@ class TextEvalConfig:
     retrieval: str | None = None
     retrieval_columns: list[str] = field(default_factory=lambda: ["anchor", "positive"])
     retrieval_format: TableFormat = "auto"
-    retrieval_min_score: float | None = None
-    limit: int | None = None
-    batch_size: int = 64
+    retrieval_min_score: FiniteFloat | None = None
+    limit: PositiveInt | None = None
+    batch_size: PositiveInt = 64
 
 
 @dataclass
@@ -114,13 +116,14 @@ class SbertRecipe(RecipeBase):
 
 
 def _evaluators(config: TextEvalConfig) -> dict[str, Any]:
+    """The `eval:` section's evaluators, each file read and checked now (a missing one names its key)."""
     evaluators: dict[str, Any] = {}
 
     def encode_with(method: SentenceBERT):
         return lambda texts: method.encoder.encode(texts, config.batch_size)
 
     if config.sts:
-        sts = STSEvaluator.from_file(config.sts, limit=config.limit, batch_size=config.batch_size)
+        sts = STSEvaluator.from_file(config.sts, limit=config.limit, batch_size=config.batch_size, name="eval.sts")
         evaluators["sts"] = lambda method: sts(encode_with(method))
     if config.retrieval:
         retrieval = RetrievalEvaluator.from_pairs(
@@ -129,6 +132,8 @@ def _evaluators(config: TextEvalConfig) -> dict[str, Any]:
             format=config.retrieval_format,
             min_score=config.retrieval_min_score,
             limit=config.limit,
+            name="eval.retrieval",
+            columns_name="eval.retrieval_columns",
         )
         evaluators["retrieval"] = lambda method: retrieval(encode_with(method))
     return evaluators
@@ -139,6 +144,7 @@ def build(recipe: SbertRecipe, raw: dict[str, Any]) -> RecipeParts:
     data = recipe.data
     if not data.train:
         raise ValueError("data.train is not set (a file, folder or hub dataset name)")
+    evaluators = _evaluators(recipe.eval)  # a missing evaluation file stops the run before anything loads
     encoder = TextEncoder.from_pretrained(
         recipe.model.name_or_path,
         pooling=recipe.model.pooling,
@@ -160,6 +166,7 @@ def build(recipe: SbertRecipe, raw: dict[str, Any]) -> RecipeParts:
         score_column=method.score_column,
         source=f"data.train ({data.train})",
         skip_bad_rows=data.skip_bad_rows,
+        score_max=None if recipe.loss.name == "triplet" else data.score_max,  # triplet's column holds classes
     )
     no_duplicates = recipe.loss.name == "info_nce" if data.no_duplicates is None else data.no_duplicates
     keys = list(zip(*(table[c] for c in data.columns), strict=True)) if no_duplicates else None
@@ -167,17 +174,25 @@ def build(recipe: SbertRecipe, raw: dict[str, Any]) -> RecipeParts:
         method=method,
         dataset=table,
         batch_sampler=batch_sampler(recipe.train, len(table), keys),
-        evaluators=_evaluators(recipe.eval),
-        export=lambda trained, result, output_dir: export(trained, recipe, raw, result, output_dir),
+        evaluators=evaluators,
+        export=lambda trained, result, output_dir, model_dir: export(
+            trained, recipe, raw, result, output_dir, model_dir
+        ),
         skipped_rows=skipped,
     )
 
 
 def export(
-    method: SentenceBERT, recipe: SbertRecipe, raw: dict[str, Any], result: TrainingResult, output_dir: Path
+    method: SentenceBERT,
+    recipe: SbertRecipe,
+    raw: dict[str, Any],
+    result: TrainingResult,
+    output_dir: Path,
+    model_dir: Path,
 ) -> Path:
-    """Write `OUTPUT_DIR/model` as a sentence-transformers folder with a model card and the training curve."""
-    model_dir = method.encoder.save_pretrained(output_dir / "model")
+    """Write the model folder (``model_dir``, which the run then moves to `OUTPUT_DIR/model`) as a
+    sentence-transformers folder with a model card and the training curve."""
+    method.encoder.save_pretrained(model_dir)
     tasks = {"sts": "sentence-similarity", "retrieval": "retrieval"}
     sources = {"sts": recipe.eval.sts, "retrieval": recipe.eval.retrieval}
     results = []
@@ -195,7 +210,7 @@ def export(
             ),
             library_name="sentence-transformers",
             pipeline_tag="sentence-similarity",
-            usage=_USAGE.format(path=model_dir),
+            usage=_USAGE.format(path=output_dir / "model"),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             base_model=recipe.model.name_or_path,
             datasets=[recipe.data.train],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -22,6 +22,7 @@ from mmcontrast.methods.simclr import SimCLR
 from mmcontrast.modalities.heads import HeadKind, projection_head
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
+from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, Seed
 from mmcontrast.views.simclr import ViewsDataset, simclr_transform
 
 _USAGE = """import torch
@@ -46,8 +47,8 @@ class HeadConfig:
     """
 
     kind: HeadKind = "mlp"
-    hidden_dim: int | None = None
-    out_dim: int = 128
+    hidden_dim: PositiveInt | None = None
+    out_dim: PositiveInt = 128
     batch_norm: bool = True
 
 
@@ -65,9 +66,9 @@ class SimclrModelConfig:
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    temperature: float = 0.5
+    temperature: PositiveFloat = 0.5
     gather: bool = True
-    loss_chunk_size: int | None = None
+    loss_chunk_size: PositiveInt | None = None
 
 
 @dataclass
@@ -84,13 +85,13 @@ class ViewsConfig:
         seed: seed of the views (default: `train.seed`); row i of epoch e always gets the same views.
     """
 
-    num_views: int = 2
-    strength: float = 1.0
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    num_views: Annotated[int, Range(ge=2)] = 2
+    strength: NonNegativeFloat = 1.0
+    crop_scale: list[Annotated[float, Range(gt=0, le=1)]] = field(default_factory=lambda: [0.08, 1.0])
     flip: bool = True
     blur: bool = True
     grayscale: bool = True
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 @dataclass
@@ -107,8 +108,8 @@ class ImageDataConfig:
 
     train: str = "sklearn:digits"
     split: str = "train"
-    image_size: int = 32
-    limit: int | None = None
+    image_size: PositiveInt = 32
+    limit: PositiveInt | None = None
 
 
 @dataclass
@@ -135,11 +136,11 @@ class ProbeEvalConfig:
     test: str | None = None
     test_split: str = "test"
     knn: bool = True
-    k: int = 20
+    k: PositiveInt = 20
     weighting: Weighting = "majority"
     linear_probe: bool = True
     random_init: bool = False
-    limit: int | None = None
+    limit: PositiveInt | None = None
 
 
 @dataclass
@@ -233,15 +234,25 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         dataset=dataset,
         batch_sampler=batch_sampler(recipe.train, len(dataset)),
         evaluators=evaluators,
-        export=lambda trained, result, output_dir: export(trained, recipe, raw, result, output_dir),
+        export=lambda trained, result, output_dir, model_dir: export(
+            trained, recipe, raw, result, output_dir, model_dir
+        ),
         skipped_rows=len(rows.skipped),
     )
 
 
-def export(method: SimCLR, recipe: SimclrRecipe, raw: dict[str, Any], result: TrainingResult, output_dir: Path) -> Path:
-    """Write `OUTPUT_DIR/model`: the backbone only (safetensors + config.json), a model card and the curve."""
+def export(
+    method: SimCLR,
+    recipe: SimclrRecipe,
+    raw: dict[str, Any],
+    result: TrainingResult,
+    output_dir: Path,
+    model_dir: Path,
+) -> Path:
+    """Write the model folder (``model_dir``, which the run then moves to `OUTPUT_DIR/model`): the backbone only
+    (safetensors + config.json), a model card and the curve."""
     encoder = method.image_encoder
-    model_dir = encoder.save_pretrained(output_dir / "model")
+    encoder.save_pretrained(model_dir)
     source = recipe.eval.test or recipe.eval.train or ""
     name = source.removeprefix("sklearn:") if source.startswith("sklearn:") else Path(source).name
     dataset = f"{name} ({recipe.eval.test_split})"
@@ -277,7 +288,7 @@ def export(method: SimCLR, recipe: SimclrRecipe, raw: dict[str, Any], result: Tr
             ),
             library_name="mmcontrast",
             pipeline_tag="image-feature-extraction",
-            usage=_USAGE.format(path=model_dir, dim=encoder.embedding_dim),
+            usage=_USAGE.format(path=output_dir / "model", dim=encoder.embedding_dim),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             datasets=[recipe.data.train],
             tags=["simclr", "self-supervised", "image-feature-extraction"],
