@@ -100,7 +100,15 @@ def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
     first = [parts.dataset[i] for i in next(iter(parts.batch_sampler))]
     with torch.no_grad():
         initial_loss = float(parts.method(parts.method.collate(first)).loss)
-    trainer = Trainer(parts.method, parts.dataset, parts.batch_sampler, recipe.train, output_dir, run_config=raw)
+    trainer = Trainer(
+        parts.method,
+        parts.dataset,
+        parts.batch_sampler,
+        recipe.train,
+        output_dir,
+        run_config=raw,
+        overwrite_output_dir=True,  # the benchmark owns its folder: a rerun replaces it
+    )
     with TrainTimer() as timer:
         result = trainer.train()
     method = trainer.method

@@ -181,7 +181,9 @@ def _run_mmcontrast(output_dir: Path, limit: int | None) -> dict:
     sampler = ShuffledBatchSampler(
         len(table), recipe.train.batch_size, seed=recipe.train.seed, drop_last=recipe.train.drop_last
     )
-    trainer = Trainer(method, table, sampler, recipe.train, output_dir, evaluators={}, run_config=raw)
+    trainer = Trainer(
+        method, table, sampler, recipe.train, output_dir, evaluators={}, run_config=raw, overwrite_output_dir=True
+    )
     with TrainTimer() as timer:
         result = trainer.train()
     model_dir = trainer.method.encoder.save_pretrained(output_dir / "model")

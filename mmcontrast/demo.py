@@ -25,7 +25,9 @@ def run_demo(output_dir: str = "runs/demo") -> dict:
         "mmcontrast demo: CLIP-style image-text training on sklearn's hand-written digits (1797 8x8 images).\n"
         "The captions are generated from the digit labels ('a handwritten seven.', ...): no human-written text."
     )
-    recipe, raw = load_recipe(Path(str(RECIPE)), [f"output_dir={output_dir}", "train.save_steps=0"])
+    # the demo owns its folder: running it again replaces the earlier demo run
+    overrides = [f"output_dir={output_dir}", "train.save_steps=0", "overwrite_output_dir=true"]
+    recipe, raw = load_recipe(Path(str(RECIPE)), overrides)
     summary = train_recipe(recipe, raw)
     output = Path(output_dir)
     metrics = json.loads((output / "zero_shot.json").read_text())

@@ -123,3 +123,16 @@ def pairs_training_args(model: str, data: Path, output_dir: Path) -> list[str]:
         "eval.retrieval=null",
         f"output_dir={output_dir}",
     ]
+
+
+def captioned_digits_folder(folder: Path, split: str, count: int) -> Path:
+    """An image folder of ``count`` sklearn digits as PNGs with a ``metadata.csv`` of (file_name, text) captions."""
+    from mmcontrast.data.images import DIGIT_NAMES, digits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file_name,text"]
+    for i, row in enumerate(digits(split).rows[:count]):
+        row["image"].save(folder / f"{i}.png")
+        lines.append(f"{i}.png,a handwritten {DIGIT_NAMES[row['label']]}.")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return folder

@@ -15,11 +15,10 @@ import datasets
 import pytest
 import torch
 import transformers
-from conftest import pairs_training_args
+from conftest import captioned_digits_folder, pairs_training_args
 from PIL import Image
 
 from mmcontrast.cli import main
-from mmcontrast.data.images import DIGIT_NAMES, digits
 from mmcontrast.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,15 +166,9 @@ def test_zero_shot_captioned_data_is_not_labelled(tmp_path, clip_folder, capsys)
 
 
 def test_retrieval_counts_and_names_unreadable_images(tmp_path, clip_folder, capsys):
-    folder = tmp_path / "captioned"
-    folder.mkdir()
-    lines = ["file_name,text"]
-    for i, row in enumerate(digits("test").rows[:12]):
-        row["image"].save(folder / f"{i}.png")
-        lines.append(f"{i}.png,a handwritten {DIGIT_NAMES[row['label']]}.")
+    folder = captioned_digits_folder(tmp_path / "captioned", "test", 12)
     (folder / "3.png").write_bytes(b"not an image")
     (folder / "5.png").unlink()
-    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
     assert main(["zero-shot", "--model", str(clip_folder), "--retrieval", str(folder)]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)

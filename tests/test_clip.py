@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import captioned_digits_folder
 from PIL import Image
 from transformers import ViTConfig, ViTModel, pipeline
 
@@ -117,16 +118,10 @@ def test_vision_text_dual_encoder_export(tiny_bert_path, tmp_path):
 
 
 def test_corrupted_images_are_skipped_and_counted(tmp_path, capsys):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    lines = ["file_name,text"]
-    for i, row in enumerate(digits("train").rows[:24]):
-        row["image"].save(folder / f"{i}.png")
-        lines.append(f"{i}.png,a handwritten {DIGIT_NAMES[row['label']]}.")
+    folder = captioned_digits_folder(tmp_path / "images", "train", 24)
     data = (folder / "3.png").read_bytes()
     (folder / "3.png").write_bytes(data[: len(data) // 2])  # truncated
     (folder / "7.png").write_bytes(b"this is not a png")  # corrupted
-    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
     code = main(
         [
             "train",
