@@ -8,6 +8,14 @@ under autocast, and takes embeddings, never a model. The softmax and sigmoid los
 formulas and ``docs/scaling.md`` for large batches.
 """
 
+from mmcontrast.losses.candidates import (
+    CandidateInfoNCELoss,
+    CPCLoss,
+    CPCOutput,
+    candidate_info_nce,
+    cpc_info_nce,
+    sample_cpc_negatives,
+)
 from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
 from mmcontrast.losses.nt_xent import NTXentLoss, nt_xent
@@ -24,6 +32,9 @@ from mmcontrast.losses.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
     "EMA",
+    "CPCLoss",
+    "CPCOutput",
+    "CandidateInfoNCELoss",
     "CoSENTLoss",
     "CosineSimilarityLoss",
     "InfoNCELoss",
@@ -34,12 +45,15 @@ __all__ = [
     "PairMarginLoss",
     "SigmoidLoss",
     "TripletMarginLoss",
+    "candidate_info_nce",
     "cosent_loss",
     "cosine_momentum",
     "cosine_similarity_loss",
+    "cpc_info_nce",
     "info_nce",
     "nt_xent",
     "pair_margin_loss",
+    "sample_cpc_negatives",
     "sigmoid_loss",
     "triplet_margin_loss",
 ]
