@@ -267,3 +267,58 @@ _SINGLE_ROW = (
 def _shown(key: Hashable, limit: int = 60) -> str:
     text = repr(key)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class GroupedBatchSampler(ShuffledBatchSampler):
+    """Batches whose rows all share one group (a speaker, a sequence), shuffled, reproducible from ``(seed, epoch)``.
+
+    CPC draws negatives from the same speaker (CPC_audio's ``samespeaker`` sampling), which needs batches made of
+    one speaker's windows. Each epoch the rows of every group are shuffled and cut into global batches of
+    ``batch_size * num_replicas`` rows; the batches of all groups are then shuffled together. A group's last
+    incomplete batch is kept with one process (as CPC_audio does) and dropped with ``drop_last`` or several
+    processes, which need equal batches.
+
+    Args:
+        groups: the group of each row.
+        batch_size, seed, drop_last, num_replicas, rank: as in :class:`ShuffledBatchSampler`.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[Hashable],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(len(groups), batch_size, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank)
+        members: dict[Hashable, list[int]] = {}
+        for row, group in enumerate(groups):
+            members.setdefault(group, []).append(row)
+        self.members = list(members.values())
+        size = batch_size * num_replicas
+        if self.drop_last and not any(len(rows) >= size for rows in self.members):
+            largest = max(len(rows) for rows in self.members)
+            raise ValueError(
+                f"no group has {size} rows for one global batch ({batch_size} per process x {num_replicas} "
+                f"processes; the largest group has {largest}): use a smaller batch_size"
+            )
+
+    def global_batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        size = self.batch_size * self.num_replicas
+        batches = []
+        for rows in self.members:
+            order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            batches += [order[i : i + size] for i in range(0, len(order), size)]
+        if self.drop_last:
+            batches = [batch for batch in batches if len(batch) == size]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def __len__(self) -> int:
+        size = self.batch_size * self.num_replicas
+        if self.drop_last:
+            return sum(len(rows) // size for rows in self.members)
+        return sum(-(-len(rows) // size) for rows in self.members)
