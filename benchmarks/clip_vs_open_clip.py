@@ -90,7 +90,7 @@ def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
     from accelerate.utils import set_seed
 
     from mmcontrast.engine.trainer import Trainer
-    from mmcontrast.modalities.open_clip_towers import save_open_clip
+    from mmcontrast.hub.open_clip_folder import save_open_clip
     from mmcontrast.recipe import build_parts
 
     recipe, raw = _recipe(output_dir, epochs)
@@ -245,7 +245,8 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
 def _zero_shot(model_dir: Path) -> dict[str, float]:
     """Zero-shot top-1 / top-5 on the held-out digits, the same code for both sides."""
     from mmcontrast.data.images import DIGIT_NAMES, digits
-    from mmcontrast.evaluation.zero_shot import OpenClipDualEncoder, zero_shot_classifier, zero_shot_metrics
+    from mmcontrast.evaluation.zero_shot import zero_shot_classifier, zero_shot_metrics
+    from mmcontrast.hub.open_clip_folder import OpenClipDualEncoder
     from mmcontrast.recipe import load_recipe
 
     recipe, _ = load_recipe(RECIPE, [])

@@ -105,7 +105,8 @@ def _zero_shot(args: argparse.Namespace) -> int:
         zero_shot_classifier,
         zero_shot_metrics,
     )
-    from mmcontrast.recipes.clip import load_dual_encoder
+    from mmcontrast.hub.dual_encoders import load_dual_encoder
+    from mmcontrast.recipe import RECIPES  # noqa: F401  (registers the builders of mmcontrast-format folders)
 
     if not (args.data or args.images or args.retrieval):
         raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")

@@ -15,8 +15,8 @@ from transformers import ViTConfig, ViTModel, pipeline
 
 from mmcontrast.cli import main
 from mmcontrast.data.images import DIGIT_NAMES, digits
-from mmcontrast.evaluation.zero_shot import TransformersDualEncoder, zero_shot_classifier
-from mmcontrast.hub.transformers_clip import export_transformers_clip
+from mmcontrast.evaluation.zero_shot import zero_shot_classifier
+from mmcontrast.hub.transformers_clip import TransformersDualEncoder, export_transformers_clip
 from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
 from mmcontrast.modalities.image import ImageEncoder
@@ -201,8 +201,8 @@ def test_imagefolder_recipe_lit_exports_dual_encoder(minilm_path, tmp_path):
 def test_towers_without_a_transformers_form_export_a_loadable_mmcontrast_folder(tiny_bert_path, tmp_path, capsys):
     from huggingface_hub import ModelCard
 
+    from mmcontrast.hub.dual_encoders import load_dual_encoder
     from mmcontrast.methods.clip import CLIP as ClipMethod
-    from mmcontrast.recipes.clip import load_dual_encoder
 
     run = tmp_path / "run"
     overrides = [
@@ -235,8 +235,8 @@ def test_towers_without_a_transformers_form_export_a_loadable_mmcontrast_folder(
 
 
 def test_mmcontrast_clip_folder_gives_the_trained_embeddings(tiny_bert_path, tmp_path):
+    from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip, save_mmcontrast_clip
     from mmcontrast.recipe import build_parts, load_recipe
-    from mmcontrast.recipes.clip import load_mmcontrast_clip, save_mmcontrast_clip
 
     overrides = [f"output_dir={tmp_path}", "data.limit=8", "model.image.config=null"]
     overrides += ["model.image.backbone=timm/test_resnet", "model.text.config=null"]

@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 
 from mmcontrast.cli import main
 from mmcontrast.data.images import digits
-from mmcontrast.modalities.open_clip_towers import save_open_clip
+from mmcontrast.hub.open_clip_folder import save_open_clip
 from mmcontrast.recipe import build_parts, load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "clip_open_clip_digits.yaml"
@@ -102,7 +102,9 @@ def test_same_folder_runs_in_the_transformers_pipeline_with_the_same_predictions
     from transformers import CLIPModel, pipeline
 
     from mmcontrast.data.images import DIGIT_NAMES
-    from mmcontrast.evaluation.zero_shot import OpenClipDualEncoder, TransformersDualEncoder, zero_shot_classifier
+    from mmcontrast.evaluation.zero_shot import zero_shot_classifier
+    from mmcontrast.hub.open_clip_folder import OpenClipDualEncoder
+    from mmcontrast.hub.transformers_clip import TransformersDualEncoder
 
     model_dir = trained_run / "model"
     assert isinstance(TransformersDualEncoder(model_dir).model, CLIPModel)

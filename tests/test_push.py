@@ -532,9 +532,9 @@ def test_pushed_open_clip_folder_loads_back_in_open_clip_and_transformers(hub, t
     from transformers import pipeline
 
     from mmcontrast.data.images import digits
-    from mmcontrast.evaluation.zero_shot import OpenClipDualEncoder
+    from mmcontrast.hub.open_clip_folder import OpenClipDualEncoder, save_open_clip
     from mmcontrast.hub.open_clip_to_transformers import save_open_clip_as_transformers
-    from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_clip
+    from mmcontrast.modalities.open_clip_towers import open_clip_towers
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "clip_open_clip_digits.yaml"
     model_cfg = yaml.safe_load(recipe.read_text())["model"]["open_clip"]["model_cfg"]

@@ -78,7 +78,7 @@ def _zero_shot_report(capsys, model: Path, data: str, classes: list[str] | None)
 @pytest.fixture()
 def oracle(monkeypatch) -> OracleDualEncoder:
     encoder = OracleDualEncoder()
-    monkeypatch.setattr("mmcontrast.recipes.clip.load_dual_encoder", lambda folder: encoder)
+    monkeypatch.setattr("mmcontrast.hub.dual_encoders.load_dual_encoder", lambda folder: encoder)
     return encoder
 
 

@@ -3,12 +3,15 @@
 The classifier follows CLIP / open_clip: for each class, the prompt templates filled with the class name are
 embedded, the normalised template embeddings are averaged and the mean is renormalised; an image's class is
 the one whose classifier row has the highest cosine similarity with the image embedding.
+
+Any :class:`DualEncoder` works: mmcontrast's own two-tower methods, and the loaders of exported folders, one per
+format in :mod:`mmcontrast.hub` (``hub.transformers_clip.TransformersDualEncoder``,
+``hub.open_clip_folder.OpenClipDualEncoder``; ``hub.dual_encoders.load_dual_encoder`` recognises the folder).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -110,73 +113,6 @@ def image_text_retrieval(image_embeddings: torch.Tensor, captions: Sequence[str]
     return {f"image_to_text/{k}": image_to_text[k] for k in keys} | {
         f"text_to_image/{k}": text_to_image[k] for k in keys
     }
-
-
-class TransformersDualEncoder:
-    """A saved transformers dual encoder (``CLIPModel``, ``VisionTextDualEncoderModel``) with its processor."""
-
-    def __init__(self, folder: str | Path, batch_size: int = 128) -> None:
-        from transformers import AutoModel, AutoProcessor
-
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"'{folder}' is not a transformers model folder (no config.json)")
-        self.model = AutoModel.from_pretrained(str(folder)).eval()
-        self.processor = AutoProcessor.from_pretrained(str(folder))
-        self.batch_size = batch_size
-
-    @staticmethod
-    def _pooled(output) -> torch.Tensor:
-        return output.pooler_output if hasattr(output, "pooler_output") else output
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            inputs = self.processor(images=list(images[start : start + self.batch_size]), return_tensors="pt")
-            chunks.append(self._pooled(self.model.get_image_features(pixel_values=inputs["pixel_values"])))
-        return F.normalize(torch.cat(chunks).float(), dim=-1)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            inputs = self.processor(
-                text=list(texts[start : start + self.batch_size]), padding=True, return_tensors="pt"
-            )
-            chunks.append(self._pooled(self.model.get_text_features(**inputs)))
-        return F.normalize(torch.cat(chunks).float(), dim=-1)
-
-
-class OpenClipDualEncoder:
-    """A saved open_clip folder (``open_clip_config.json`` + weights), loaded through ``local-dir:``."""
-
-    def __init__(self, folder: str | Path, batch_size: int = 128) -> None:
-        import open_clip
-
-        folder = Path(folder)
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"'{folder}' is not an open_clip model folder (no open_clip_config.json)")
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
-        self.model.eval()
-        self.tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            pixels = torch.stack([self.preprocess(image) for image in images[start : start + self.batch_size]])
-            chunks.append(self.model.encode_image(pixels, normalize=True))
-        return torch.cat(chunks).float()
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
-            chunks.append(self.model.encode_text(tokens, normalize=True))
-        return torch.cat(chunks).float()
 
 
 def logit_scale(encoder: DualEncoder) -> float:

@@ -1,4 +1,5 @@
-"""Export a trained CLIP method as a transformers folder the zero-shot-image-classification pipeline loads.
+"""transformers image-text dual-encoder folders: save a trained CLIP method as one the
+zero-shot-image-classification pipeline loads, and load such a folder (ours or anyone's) for zero-shot use.
 
 - Both towers CLIP-shaped (``CLIPVisionModel`` + ``CLIPTextModel`` with its end-of-text pooling): a
   ``CLIPModel`` + ``CLIPProcessor``.
@@ -6,15 +7,20 @@
   ``VisionTextDualEncoderModel`` + ``VisionTextDualEncoderProcessor``.
 
 Both keep the towers, the bias-free projections and the logit scale as trained, so the folder gives the same
-embeddings as mmcontrast's own model.
+embeddings as mmcontrast's own model. :class:`TransformersDualEncoder` loads any such folder (``CLIPModel``,
+``VisionTextDualEncoderModel``, SigLIP...) through ``AutoModel`` + ``AutoProcessor`` as a
+:class:`~mmcontrast.evaluation.zero_shot.DualEncoder`. (An audio-text ``ClapModel`` folder gets its own module.)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from transformers import (
     CLIPConfig,
     CLIPImageProcessor,
@@ -93,3 +99,39 @@ def export_transformers_clip(method: CLIP, directory: str | Path) -> Path:
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+class TransformersDualEncoder:
+    """A saved transformers dual encoder (``CLIPModel``, ``VisionTextDualEncoderModel``) with its processor."""
+
+    def __init__(self, folder: str | Path, batch_size: int = 128) -> None:
+        from transformers import AutoModel, AutoProcessor
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"'{folder}' is not a transformers model folder (no config.json)")
+        self.model = AutoModel.from_pretrained(str(folder)).eval()
+        self.processor = AutoProcessor.from_pretrained(str(folder))
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _pooled(output) -> torch.Tensor:
+        return output.pooler_output if hasattr(output, "pooler_output") else output
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            inputs = self.processor(images=list(images[start : start + self.batch_size]), return_tensors="pt")
+            chunks.append(self._pooled(self.model.get_image_features(pixel_values=inputs["pixel_values"])))
+        return F.normalize(torch.cat(chunks).float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            inputs = self.processor(
+                text=list(texts[start : start + self.batch_size]), padding=True, return_tensors="pt"
+            )
+            chunks.append(self._pooled(self.model.get_text_features(**inputs)))
+        return F.normalize(torch.cat(chunks).float(), dim=-1)

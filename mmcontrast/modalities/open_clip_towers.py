@@ -1,11 +1,11 @@
-"""An open_clip model as two mmcontrast towers, and the open_clip folder that loads it back.
+"""An open_clip model as two mmcontrast towers.
 
 open_clip builds image and text towers that already end in their projection to the shared space. Here the
 model is built with its text tower as one module (open_clip's ``CustomTextCLIP`` layout: ``visual.*``,
 ``text.*``, ``logit_scale``), so that the image side becomes an :class:`~mmcontrast.modalities.image.ImageEncoder`
-and the text side an :class:`OpenClipTextEncoder` of the CLIP method, trained by the shared loss core.
-:func:`save_open_clip` writes the folder ``open_clip.create_model_and_transforms("local-dir:DIR")`` loads:
-``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and ``open_clip_model.safetensors``.
+and the text side an :class:`OpenClipTextEncoder` of the CLIP (two-tower) method, trained by the shared loss core.
+:func:`mmcontrast.hub.open_clip_folder.save_open_clip` writes them as the folder
+``open_clip.create_model_and_transforms("local-dir:DIR")`` loads.
 
 Models come from open_clip's own registry by name (``ViT-B-32``, random init) or from a ``model_cfg`` dict
 (``embed_dim``, ``vision_cfg``, ``text_cfg``); ``weights`` loads a local open_clip checkpoint. Nothing is
@@ -14,20 +14,15 @@ downloaded.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from mmcontrast.modalities.image import ImageEncoder
-
-CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"
 
 
 class OpenClipTextEncoder(nn.Module):
@@ -108,30 +103,3 @@ def open_clip_towers(
     tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
     text = OpenClipTextEncoder(model.text, tokenizer)
     return OpenClipTowers(image, text, model_cfg, float(model.logit_scale.detach().exp()))
-
-
-def save_open_clip(
-    image: ImageEncoder,
-    text: OpenClipTextEncoder,
-    log_scale: torch.Tensor,
-    model_cfg: dict[str, Any],
-    directory: str | Path,
-) -> Path:
-    """Write the towers as an open_clip folder (``local-dir:``): config + safetensors weights, no pickle."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {f"visual.{k}": v for k, v in image.backbone.state_dict().items()}
-    state |= {f"text.{k}": v for k, v in text.tower.state_dict().items()}
-    state["logit_scale"] = log_scale.detach().reshape(())
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / WEIGHTS_FILE)
-    preprocess_cfg = {
-        "size": image.image_size,
-        "mode": "RGB",
-        "mean": list(image.mean),
-        "std": list(image.std),
-        "interpolation": "bicubic",
-        "resize_mode": "shortest",
-    }
-    config = {"model_cfg": {**model_cfg, "custom_text": True}, "preprocess_cfg": preprocess_cfg}
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return directory

@@ -1,4 +1,10 @@
-"""The CLIP recipe: (image, caption) data -> two towers -> a transformers or open_clip folder for zero-shot use."""
+"""The CLIP recipe: (image, caption) data -> two towers -> a transformers or open_clip folder for zero-shot use.
+
+The recipe only wires: its schema builds the towers and the CLIP method (the image-text configuration of
+:class:`~mmcontrast.methods.two_tower.TwoTower`), and :func:`export` picks the format; the save and load code of
+each format lives in :mod:`mmcontrast.hub` (``transformers_clip``, ``open_clip_folder``,
+``open_clip_to_transformers``, ``mmcontrast_clip``, and ``dual_encoders`` which recognises an exported folder).
+"""
 
 from __future__ import annotations
 
@@ -8,42 +14,44 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from safetensors.torch import save_file
 
 from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
-    DualEncoder,
-    OpenClipDualEncoder,
-    TransformersDualEncoder,
     classes_by_name,
     image_text_retrieval,
     zero_shot_classifier,
     zero_shot_metrics,
 )
-from mmcontrast.hub.folders import check_model_folder, folder_kind
+from mmcontrast.hub.dual_encoders import load_dual_encoder  # noqa: F401  (earlier model cards import it from here)
+from mmcontrast.hub.mmcontrast_clip import register_method_builder, save_mmcontrast_clip
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
+from mmcontrast.hub.open_clip_folder import OpenClipDualEncoder, save_open_clip
 from mmcontrast.hub.open_clip_to_transformers import convertible, save_open_clip_as_transformers
-from mmcontrast.hub.transformers_clip import export_transformers_clip, transformers_export_kind
+from mmcontrast.hub.transformers_clip import (
+    TransformersDualEncoder,
+    export_transformers_clip,
+    transformers_export_kind,
+)
 from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
-from mmcontrast.modalities.open_clip_towers import open_clip_towers, save_open_clip
+from mmcontrast.modalities.open_clip_towers import open_clip_towers
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 from mmcontrast.typed_config import PositiveInt, Range
+from mmcontrast.typed_config import build as build_config
 
 _USAGE = """from transformers import pipeline
 
 classifier = pipeline("zero-shot-image-classification", model="{path}")
 print(classifier("my_image.png", candidate_labels=[{labels}], hypothesis_template="{template}"))"""
 
-MMCONTRAST_CLIP_FORMAT = "mmcontrast-clip"
-
 _MMCONTRAST_USAGE = """from PIL import Image
+import mmcontrast.recipe  # registers the recipe builders that rebuild mmcontrast-format models
 from mmcontrast.evaluation.zero_shot import zero_shot_classifier
-from mmcontrast.recipes.clip import load_dual_encoder
+from mmcontrast.hub.dual_encoders import load_dual_encoder
 
 model = load_dual_encoder("{path}")
 labels = [{labels}]
@@ -383,45 +391,10 @@ def export(
     return model_dir
 
 
-def save_mmcontrast_clip(method: CLIP, raw: dict[str, Any], directory: Path) -> Path:
-    """Write a CLIP method whose towers have no transformers / open_clip form: ``model.safetensors`` (the whole
-    method) and ``config.json`` holding the recipe, from which :func:`load_mmcontrast_clip` rebuilds it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in method.state_dict().items()}, directory / "model.safetensors")
-    config = {"format": MMCONTRAST_CLIP_FORMAT, "recipe": raw}
-    (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    return directory
+def method_from_recipe(raw: dict[str, Any], source: str) -> CLIP:
+    """The untrained CLIP method of a stored recipe (how :mod:`mmcontrast.hub.mmcontrast_clip` rebuilds a
+    folder in mmcontrast's format before reading its weights)."""
+    return _method(build_config(ClipRecipe, raw, source=source).model)[0]
 
 
-def load_mmcontrast_clip(directory: str | Path) -> CLIP:
-    """Rebuild the CLIP method of a folder written by :func:`save_mmcontrast_clip` (eval mode).
-
-    The towers are rebuilt from the recipe's `model` section (a pretrained tower's `name_or_path` must be
-    reachable), then every weight is read from the safetensors file: nothing is unpickled or run from the folder.
-    """
-    from safetensors.torch import load_file
-
-    from mmcontrast.typed_config import build as build_config
-
-    directory = Path(directory)
-    config = json.loads((directory / "config.json").read_text())
-    if config.get("format") != MMCONTRAST_CLIP_FORMAT:
-        found = config.get("format")
-        raise ValueError(f"'{directory}' is not an mmcontrast CLIP folder (config.json format: {found!r})")
-    recipe = build_config(ClipRecipe, config["recipe"], source=str(directory / "config.json"))
-    method, _ = _method(recipe.model)
-    method.load_state_dict(load_file(directory / "model.safetensors"))
-    return method.eval()
-
-
-def load_dual_encoder(folder: str | Path) -> DualEncoder:
-    """Any folder a CLIP run exports, loaded for zero-shot use: an open_clip folder (through open_clip),
-    mmcontrast's own CLIP format, or a transformers dual encoder. Another folder (a text model, a training
-    checkpoint, an empty one...) is an error that says what it is."""
-    check_model_folder(folder, "image-text")
-    found = folder_kind(folder).format
-    if found == "open_clip":
-        return OpenClipDualEncoder(folder)
-    if found == MMCONTRAST_CLIP_FORMAT:
-        return load_mmcontrast_clip(folder)
-    return TransformersDualEncoder(folder)
+register_method_builder("clip", method_from_recipe)
