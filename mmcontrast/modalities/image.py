@@ -24,6 +24,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.transforms import v2
 
+from mmcontrast.modalities.saved_encoder import read_saved_encoder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -225,25 +227,16 @@ class ImageEncoder(nn.Module):
         built-in transformers config class) and the weights are read from safetensors: no code from the folder
         is run and no pickle is loaded. From the Hub only ``config.json`` and ``model.safetensors`` are fetched.
         """
-        import json
 
         from safetensors.torch import load_model
 
-        if not Path(directory).exists() and str(directory).count("/") == 1:  # a Hub repo id
-            from huggingface_hub import snapshot_download
-
-            directory = snapshot_download(str(directory), allow_patterns=["config.json", "model.safetensors"])
-        directory = Path(directory)
-        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise FileNotFoundError(f"ImageEncoder.from_pretrained: '{path}' does not exist")
-        config = json.loads(config_path.read_text())
-        if config.get("format") != "mmcontrast-image-encoder":
-            raise ValueError(
-                f"'{config_path}' is not an mmcontrast image encoder config (format {config.get('format')!r}); "
-                "a transformers model folder loads with ImageEncoder.create(folder)"
-            )
+        config, config_path, weights_path = read_saved_encoder(
+            directory,
+            owner="ImageEncoder.from_pretrained",
+            what="image encoder",
+            format_name="mmcontrast-image-encoder",
+            hint="a transformers model folder loads with ImageEncoder.create(folder)",
+        )
         kind = config["kind"]
         if kind == "transformers":
             from transformers import CONFIG_MAPPING, AutoModel
