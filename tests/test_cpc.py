@@ -1,0 +1,107 @@
+"""The CPC method on the engine: it learns to predict the future of predictable signals, and resumes exactly."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from mmcontrast.data.samplers import GroupedBatchSampler, ShuffledBatchSampler
+from mmcontrast.engine.trainer import Trainer, TrainingConfig
+from mmcontrast.methods.cpc import CPC
+from mmcontrast.modalities.audio import AudioEncoder
+from mmcontrast.views.windows import SpeakerWindows
+
+RATE, WINDOW = 8000, 160 * 24  # 24 frames of the CPC encoder per window
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bitwise-reproducible CPU kernels: with several threads, convolution gradients are summed in varying order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tones(count: int = 48, seed: int = 0):
+    """Clips whose 20 ms frames step through a cycle of 8 tones (step 1 or 3, a random phase per clip): the
+    future frames are predictable from the past ones, and frames of other tones are told apart."""
+    generator = torch.Generator().manual_seed(seed)
+    frequencies = torch.linspace(300.0, 1700.0, 8)
+    clips, speakers = [], []
+    for i in range(count):
+        phase, step = int(torch.randint(8, (1,), generator=generator)), (1, 3)[i % 2]
+        samples = torch.arange(160 * 25)
+        tone = frequencies[(phase + step * (samples // 160)) % 8]
+        noise = 0.01 * torch.randn(len(samples), generator=generator)
+        clips.append(0.5 * torch.sin(2 * math.pi * tone * samples / RATE) + noise)
+        speakers.append(f"s{i % 4}")
+    return clips, speakers
+
+
+def _method(**options) -> CPC:
+    torch.manual_seed(0)
+    encoder = AudioEncoder("cpc", sample_rate=RATE, width=32)
+    return CPC(encoder, context_dim=32, steps=4, negatives=8, **options)
+
+
+def _trainer(tmp_path, method: CPC, grouped: bool = True, **overrides) -> Trainer:
+    clips, speakers = _tones()
+    windows = SpeakerWindows(clips, speakers, WINDOW, seed=1)
+    settings = {"batch_size": 8, "lr": 2e-3, "warmup_ratio": 0.0, "progress_bar": False, "logging_steps": 5}
+    config = TrainingConfig(**{**settings, **overrides})
+    sampler = (
+        GroupedBatchSampler(windows.speakers, config.batch_size, seed=config.seed, drop_last=True)
+        if grouped
+        else ShuffledBatchSampler(len(windows), config.batch_size, seed=config.seed, drop_last=True)
+    )
+    return Trainer(method, windows, sampler, config, tmp_path)
+
+
+def test_loss_and_shapes_at_initialisation():
+    method = _method()
+    clips, speakers = _tones(8)
+    windows = SpeakerWindows(clips, speakers, WINDOW)
+    batch = method.collate([windows[i] for i in range(4)])
+    embeddings = method.embed(batch)
+    assert embeddings["frames"].shape == (4, 24, 32) and embeddings["context"].shape == (4, 24, 32)
+    output = method.loss(embeddings, batch)
+    assert torch.isfinite(output.loss)
+    assert set(output.metrics) == {"accuracy", "accuracy_step1", "accuracy_step2", "accuracy_step3", "accuracy_step4"}
+
+
+def test_cpc_learns_to_predict_the_future(tmp_path):
+    """A real but fragile check, work in progress (issue 10): with the linear predictors, seeds 0, 1, 3 and 7
+    learn (loss 8.8 -> 5.5-6.5 in 200-500 steps); with seed 42 the run stays at 8.4 for 600 steps at lr 2e-3 or
+    5e-3, with 69% of the encoder's output units dead (ReLU) against 49% in a run that learns; the transformer
+    predictor did not learn within 200 steps at seed 0. Until that is understood the seed is fixed here."""
+    method = _method(predictor="linear", sampling="batch")
+    trainer = _trainer(tmp_path, method, grouped=False, max_steps=200, lr=5e-3, scheduler="constant", seed=0)
+    history = trainer.train().log_history
+    first, last = history[0], history[-3:]
+    chance = 1 / (1 + method.negatives)
+    assert first["loss"] > 0.97 * 4 * math.log(1 + method.negatives)  # K ln(1 + N) at initialisation
+    assert sum(r["loss"] for r in last) / 3 < 0.85 * first["loss"], (first, last)
+    assert sum(r["accuracy"] for r in last) / 3 > 2.5 * chance, last
+
+
+def test_too_short_windows_name_the_keys():
+    method = _method()
+    batch = {"input_values": torch.zeros(2, 160 * 4), "speakers": torch.zeros(2, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"predicts 4 frames ahead but the windows give only 4 frames"):
+        method.loss(method.embed(batch), batch)
+
+
+def test_resume_draws_the_same_negatives_and_ends_bitwise_equal(tmp_path):
+    reference = _trainer(tmp_path / "reference", _method(), max_steps=8)
+    reference.train()
+    run = tmp_path / "run"
+    _trainer(run, _method(), max_steps=8, save_steps=4, save_total_limit=0).train()
+    shutil.rmtree(run / "checkpoints" / "checkpoint-00000008")
+    resumed = _trainer(run, _method(), max_steps=8, save_steps=4, save_total_limit=0)
+    resumed.train(resume_from="latest")
+    expected, actual = reference.method.state_dict(), resumed.method.state_dict()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
