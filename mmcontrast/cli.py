@@ -37,6 +37,13 @@ def _eval(args: argparse.Namespace) -> int:
     from mmcontrast.hub.folders import check_model_folder
     from mmcontrast.modalities.text import TextEncoder
 
+    if args.task == "probe":
+        return _eval_probe(args)
+    probe_only = [name for name in _PROBE_OPTIONS if getattr(args, name.lstrip("-").replace("-", "_")) is not None]
+    if probe_only:
+        raise ValueError(f"{probe_only[0]} belongs to mmcontrast eval probe, not eval {args.task}")
+    if args.data is None:
+        raise ValueError(f"eval {args.task} needs --data FILE")
     check_model_folder(args.model, "text")
     if args.task == "sts":
         evaluator = STSEvaluator.from_file(args.data, limit=args.limit, name="--data")
@@ -50,12 +57,53 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_skipped(skipped: list[tuple[str, str]], option: str, shown: int = 10) -> None:
-    """Name the unreadable images an option's data lost, on standard error (standard output is the JSON)."""
+_PROBE_OPTIONS = ("--train", "--test", "--label", "--pooling", "--output", "--confusion-matrix", "--baselines")
+
+
+def _eval_probe(args: argparse.Namespace) -> int:
+    """``mmcontrast eval probe``: linear-probe and kNN accuracy of any encoder folder, with baselines."""
+    from mmcontrast.evaluation.probe import probe_encoder_folder
+
+    missing = [name for name in ("--train", "--test", "--label") if getattr(args, name[2:]) is None]
+    if missing:
+        raise ValueError(f"eval probe needs {', '.join(missing)} (labelled tables of file_name and label)")
+    if args.data is not None:
+        raise ValueError("eval probe takes --train and --test tables, not --data")
+    report = probe_encoder_folder(
+        args.model,
+        args.train,
+        args.test,
+        args.label,
+        pooling=args.pooling or "mean",
+        baselines=args.baselines or (),
+        batch_size=args.batch_size,
+        k=args.k,
+        seed=args.seed,
+        confusion_matrix=args.confusion_matrix,
+    )
+    for split, skipped in report["skipped"].items():
+        _report_skipped([tuple(item) for item in skipped], f"--{split}", kind="file")
+    for name, scores in report["results"].items():
+        print(
+            f"{name}: linear probe {scores['linear_probe_top1']:.3f}, {scores['knn_k']}-NN {scores['knn_top1']:.3f} "
+            f"({report['label']}, {report['test_rows']} test rows)",
+            file=sys.stderr,
+        )
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _report_skipped(skipped: list[tuple[str, str]], option: str, shown: int = 10, kind: str = "image") -> None:
+    """Name the unreadable files (images by default) an option's data lost, on standard error (standard output is
+    the JSON)."""
     for path, reason in skipped[:shown]:
-        print(f"{option}: skipped unreadable image {path} ({reason})", file=sys.stderr)
+        print(f"{option}: skipped unreadable {kind} {path} ({reason})", file=sys.stderr)
     if len(skipped) > shown:
-        print(f"{option}: skipped {len(skipped) - shown} more unreadable images", file=sys.stderr)
+        print(f"{option}: skipped {len(skipped) - shown} more unreadable {kind}s", file=sys.stderr)
 
 
 def _open_image(path: str):
@@ -106,8 +154,15 @@ def _zero_shot(args: argparse.Namespace) -> int:
         zero_shot_metrics,
     )
     from mmcontrast.hub.dual_encoders import load_dual_encoder
+    from mmcontrast.hub.folders import folder_kind
     from mmcontrast.recipe import RECIPES  # noqa: F401  (registers the builders of mmcontrast-format folders)
 
+    if Path(args.model).is_dir() and folder_kind(args.model).kind == "audio-text":
+        return _zero_shot_audio(args)
+    if args.audio or args.pattern:
+        option = "--audio" if args.audio else "--pattern"
+        raise ValueError(f"{option} is for an audio-text (CLAP) model; --model '{args.model}' is not one")
+    args.templates = args.templates or ["a photo of a {}."]
     if not (args.data or args.images or args.retrieval):
         raise ValueError("give --data (labelled images to score), --images (files to classify) or --retrieval")
     if args.confusion_matrix and not args.data:
@@ -150,6 +205,91 @@ def _zero_shot(args: argparse.Namespace) -> int:
         report["retrieval"] = image_text_retrieval(
             encoder.encode_images(paired_images), [row["caption"] for row in paired.rows], encoder
         )
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _audio_rows(source: str, split: str, pattern: str | None, sample_rate: int) -> Any:
+    """The labelled clips of ``--data`` at ``sample_rate``; with takes in the file names (FSDD), ``--split test``
+    keeps takes 0-4, ``train`` the others, ``all`` every clip. Unreadable files are named on standard error."""
+    from mmcontrast.data.audio import load_audio_rows, split_by_take
+    from mmcontrast.recipes.clap import PATTERNS
+
+    regex = PATTERNS.get(pattern, pattern) if pattern else None
+    rows = load_audio_rows(source, pattern=regex, sample_rate=sample_rate)
+    if not rows.classes:
+        raise ValueError(
+            f"--data '{source}' has no class labels: give a folder with one sub-folder per class, a metadata.csv with "
+            "a label column, or files named by --pattern with a (?P<label>...) group (--pattern fsdd)"
+        )
+    if split not in ("test", "train", "all"):
+        raise ValueError(f"--split must be test, train or all for audio --data, got '{split}'")
+    if split != "all" and rows.rows and all("take" in row for row in rows.rows):
+        train, test = split_by_take(rows)
+        rows = test if split == "test" else train
+    if not rows.rows:
+        raise ValueError(f"--data '{source}': no clips in --split {split}")
+    _report_skipped(rows.skipped, "--data", kind="audio file")
+    return rows
+
+
+def _zero_shot_audio(args: argparse.Namespace) -> int:
+    """`mmcontrast zero-shot` with an audio-text (CLAP) model: --data labelled clips, --audio files to classify."""
+    from mmcontrast.data.audio import DecodedAudio, load_audio
+    from mmcontrast.evaluation.plots import plot_confusion_matrix
+    from mmcontrast.evaluation.zero_shot import (
+        AUDIO_TEMPLATES,
+        classes_by_name,
+        logit_scale,
+        zero_shot_classifier,
+        zero_shot_metrics,
+    )
+    from mmcontrast.hub.dual_encoders import load_audio_text_encoder
+
+    if args.images or args.retrieval:
+        option = "--images" if args.images else "--retrieval"
+        raise ValueError(f"{option} is for an image-text model; --model '{args.model}' is an audio-text (CLAP) model")
+    if not (args.data or args.audio):
+        raise ValueError("give --data (labelled clips to score) or --audio (files to classify)")
+    if args.confusion_matrix and not args.data:
+        raise ValueError("--confusion-matrix needs --data (the labelled clips it is computed on)")
+    encoder = load_audio_text_encoder(args.model)
+    rate = encoder.sample_rate
+    rows = _audio_rows(args.data, args.split, args.pattern, rate) if args.data else None
+    classes, class_rows = list(args.classes or []), []
+    if rows is not None:  # the data's labels are matched to the class names by name, never by position
+        data_name = f"--data '{args.data}'"
+        classes, class_rows = classes_by_name(args.classes, rows.classes, classes_name="--classes", data_name=data_name)
+    if args.audio and not classes:
+        raise ValueError("--audio without --data needs the class names: give --classes NAME ...")
+    clips = []
+    for path in args.audio or []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--audio: file '{path}' does not exist")
+        try:
+            clips.append(load_audio(path, rate)[0])
+        except ValueError as error:
+            raise ValueError(f"--audio: '{path}' is not readable audio ({error})") from None
+    templates = args.templates or [AUDIO_TEMPLATES[0]]
+    classifier = zero_shot_classifier(encoder, classes, templates)
+    report: dict[str, Any] = {}
+    if rows is not None:
+        if rows.skipped:
+            report["skipped_audio"] = len(rows.skipped)
+        decoded = DecodedAudio(rows)
+        waveforms = [decoded[i]["audio"] for i in range(len(decoded))]
+        labels = [class_rows[row["label"]] for row in rows.rows]
+        report["zero_shot"], predictions = zero_shot_metrics(encoder.encode_audio(waveforms), labels, classifier)
+        report["clips"] = len(labels)
+        if args.confusion_matrix:
+            plot_confusion_matrix(labels, predictions.tolist(), classes, args.confusion_matrix)
+            report["confusion_matrix"] = args.confusion_matrix
+    if clips:
+        scores = (logit_scale(encoder) * encoder.encode_audio(clips) @ classifier.T).softmax(dim=-1)
+        report["predictions"] = {
+            path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
+            for path, row in zip(args.audio, scores, strict=True)
+        }
     print(json.dumps(report, indent=1))
     return 0
 
@@ -214,28 +354,60 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 output_dir=runs/x")
     train.set_defaults(func=_train)
 
-    evaluate = add_command("eval", help="evaluate a saved text model")
-    evaluate.add_argument("task", choices=["sts", "retrieval"])
-    evaluate.add_argument("--model", required=True, help="a sentence-transformers or transformers folder")
-    evaluate.add_argument("--data", required=True, help="STS: scored pairs (STS-B TSV or table); retrieval: pairs")
+    evaluate = add_command(
+        "eval", help="evaluate a saved model: text STS / retrieval, or a linear probe + kNN of any encoder"
+    )
+    evaluate.add_argument("task", choices=["sts", "retrieval", "probe"])
+    evaluate.add_argument(
+        "--model", required=True, help="sts, retrieval: a text model folder; probe: any audio, image or text encoder"
+    )
+    evaluate.add_argument("--data", help="STS: scored pairs (STS-B TSV or table); retrieval: pairs")
     evaluate.add_argument("--columns", nargs=2, default=["anchor", "positive"], help="retrieval (query, doc)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=64)
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N rows only")
+    evaluate.add_argument("--train", help="probe: the table the probes are fit on (file_name + label columns)")
+    evaluate.add_argument("--test", help="probe: the table they are scored on")
+    evaluate.add_argument("--label", help="probe: the label column of both tables")
+    evaluate.add_argument("--pooling", choices=["mean", "last"], help="probe, audio: frames pooled (default mean)")
+    evaluate.add_argument("--output", help="probe: write the metrics JSON here")
+    evaluate.add_argument("--confusion-matrix", help="probe: write the linear probe's confusion matrix PNG here")
+    evaluate.add_argument(
+        "--baselines", nargs="+", choices=["random-init", "mfcc"], help="probe: baselines on the same rows"
+    )
+    evaluate.add_argument("--k", type=_positive_int, default=20, help="probe: neighbours of the kNN probe")
+    evaluate.add_argument("--seed", type=int, default=0, help="probe: seed of the random-init baseline")
     evaluate.set_defaults(func=_eval)
 
     zero_shot = add_command(
-        "zero-shot", help="zero-shot image classification / image-text retrieval with a saved dual encoder"
+        "zero-shot",
+        help="zero-shot image / audio classification, image-text retrieval with a saved dual encoder (CLIP, CLAP)",
     )
     zero_shot.add_argument(
-        "--model", required=True, help="an exported CLIP folder (transformers, open_clip or mmcontrast format)"
+        "--model",
+        required=True,
+        help="an exported CLIP or CLAP folder (transformers, open_clip or mmcontrast format)",
     )
     zero_shot.add_argument("--classes", nargs="+", help="class names (default: the --data class names)")
     zero_shot.add_argument(
-        "--templates", nargs="+", default=["a photo of a {}."], help="prompt templates, averaged per class"
+        "--templates",
+        nargs="+",
+        help="prompt templates, averaged per class (default: 'a photo of a {}.'; audio: 'This is a sound of {}.')",
     )
-    zero_shot.add_argument("--data", help="labelled images: sklearn:digits or a folder with a sub-folder per class")
-    zero_shot.add_argument("--split", default="test", help="split of sklearn:digits (train, test, all)")
+    zero_shot.add_argument(
+        "--data",
+        help="labelled images (sklearn:digits or a folder with a sub-folder per class) or, for a CLAP model, "
+        "labelled clips (class sub-folders, a metadata.csv table, or files named by --pattern)",
+    )
+    zero_shot.add_argument(
+        "--split",
+        default="test",
+        help="split of sklearn:digits, or of audio --data with takes in the names (test: takes 0-4; train, all)",
+    )
+    zero_shot.add_argument(
+        "--pattern", help="audio --data: a regular expression over file names with (?P<label>...) etc., or 'fsdd'"
+    )
     zero_shot.add_argument("--images", nargs="+", help="image files to classify")
+    zero_shot.add_argument("--audio", nargs="+", help="audio files to classify (with a CLAP model)")
     zero_shot.add_argument("--confusion-matrix", help="write the confusion matrix of --data to this PNG")
     zero_shot.add_argument("--retrieval", help="captioned images for image-text retrieval recall@1/5/10")
     zero_shot.set_defaults(func=_zero_shot)

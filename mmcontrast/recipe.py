@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmcontrast.engine.config import check_hardware
-from mmcontrast.recipes import clip, sbert, simclr
+from mmcontrast.recipes import clap, clip, cpc, sbert, simclr
 from mmcontrast.recipes.base import RecipeBase, RecipeParts
 from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
 
@@ -27,6 +27,8 @@ RECIPES: dict[str, RecipeKind] = {
     "sbert": RecipeKind(sbert.SbertRecipe, sbert.build),
     "clip": RecipeKind(clip.ClipRecipe, clip.build),
     "simclr": RecipeKind(simclr.SimclrRecipe, simclr.build),
+    "cpc": RecipeKind(cpc.CpcRecipe, cpc.build),
+    "clap": RecipeKind(clap.ClapRecipe, clap.build),
 }
 
 

@@ -44,8 +44,8 @@ def _tones(count: int = 48, seed: int = 0):
 
 def _method(**options) -> CPC:
     torch.manual_seed(0)
-    encoder = AudioEncoder("cpc", sample_rate=RATE, width=32)
-    return CPC(encoder, context_dim=32, steps=4, negatives=8, **options)
+    encoder = AudioEncoder("cpc", sample_rate=RATE, width=32, context={"type": "gru", "dim": 32})
+    return CPC(encoder, steps=4, negatives=8, **options)
 
 
 def _trainer(tmp_path, method: CPC, grouped: bool = True, **overrides) -> Trainer:
@@ -77,7 +77,9 @@ def test_cpc_learns_to_predict_the_future(tmp_path):
     """A real but fragile check, work in progress (issue 10): with the linear predictors, seeds 0, 1, 3 and 7
     learn (loss 8.8 -> 5.5-6.5 in 200-500 steps); with seed 42 the run stays at 8.4 for 600 steps at lr 2e-3 or
     5e-3, with 69% of the encoder's output units dead (ReLU) against 49% in a run that learns; the transformer
-    predictor did not learn within 200 steps at seed 0. Until that is understood the seed is fixed here."""
+    predictor did not learn within 200 steps at seed 0, nor did speaker negatives or speaker-grouped batches (loss
+    8.4-8.5, accuracy 0.13-0.16), and on FSDD the recipe stayed at chance for 400 steps (lr 2e-4) and 150 steps (lr
+    2e-3). Until that is understood the seed and the sampling are fixed here."""
     method = _method(predictor="linear", sampling="batch")
     trainer = _trainer(tmp_path, method, grouped=False, max_steps=200, lr=5e-3, scheduler="constant", seed=0)
     history = trainer.train().log_history
@@ -105,3 +107,25 @@ def test_resume_draws_the_same_negatives_and_ends_bitwise_equal(tmp_path):
     resumed.train(resume_from="latest")
     expected, actual = reference.method.state_dict(), resumed.method.state_dict()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_cpc_recipe_trains_and_exports_an_encoder_of_contexts(tmp_path):
+    from conftest import SHARED_DATA
+    from huggingface_hub import ModelCard
+
+    from mmcontrast.cli import main
+    from mmcontrast.data.audio import load_audio
+
+    recordings = SHARED_DATA / "fsdd" / "recordings"
+    if not recordings.is_dir():
+        pytest.skip(f"shared spoken digits not found at {recordings}")
+    small = ["model.audio.options={width: 32, norm: channel}", "model.audio.context.dim=32", "model.negatives=16"]
+    run = ["train.max_steps=3", "train.batch_size=4", "train.progress_bar=false", "data.limit=120"]
+    assert main(["train", "recipes/cpc_fsdd.yaml", f"output_dir={tmp_path}", *small, *run]) == 0
+    encoder = AudioEncoder.from_pretrained(tmp_path / "model")
+    waveform, _ = load_audio(recordings / "3_theo_7.wav", encoder.sample_rate)
+    contexts = encoder(waveform[None])
+    assert contexts.shape == (1, (len(waveform) + 1) // 160, 32)
+    assert encoder.embed(waveform[None]).shape == (1, 32)
+    card = ModelCard.load(tmp_path / "model" / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction" and "cpc" in card.data.tags

@@ -38,9 +38,14 @@ def plot_training_curve(log_history: Sequence[dict[str, Any]], path: str | Path)
 
 
 def plot_confusion_matrix(
-    labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str], path: str | Path
+    labels: Sequence[int],
+    predictions: Sequence[int],
+    classes: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "zero-shot confusion matrix",
 ) -> Path:
-    """Save a confusion-matrix PNG (rows: true class, columns: predicted class, row-normalised)."""
+    """Save a confusion-matrix PNG (rows: true class, columns: predicted class, row-normalised) titled ``title``."""
     from sklearn.metrics import confusion_matrix
 
     matrix = confusion_matrix(list(labels), list(predictions), labels=list(range(len(classes))), normalize="true")
@@ -58,7 +63,7 @@ def plot_confusion_matrix(
                     colour = "white" if matrix[i, j] > 0.5 else "black"
                     axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
     figure.colorbar(image, fraction=0.046)
-    axis.set_title("zero-shot confusion matrix")
+    axis.set_title(title)
     return _save(figure, path)
 
 

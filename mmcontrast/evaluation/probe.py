@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -109,6 +110,38 @@ def knn_accuracy(
     return float((predictions == test_y).float().mean())
 
 
+def linear_probe_predict(
+    train_feats: Any,
+    train_labels: Any,
+    test_feats: Any,
+    *,
+    C: float = 1.0,
+    max_iter: int = 5000,
+) -> torch.Tensor:
+    """Labels predicted by a logistic-regression probe on standardised frozen features (see the module docstring).
+
+    Args:
+        train_feats, test_feats: ``[rows, d]`` features.
+        train_labels: integer class labels of the training rows.
+        C: inverse L2 regularisation strength of :class:`sklearn.linear_model.LogisticRegression`.
+        max_iter: L-BFGS iterations; a probe that does not converge in them is reported with a warning.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_x, test_x = _features(train_feats, test_feats)
+    train_y = _labels(train_labels, "train_labels", train_x.shape[0])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        probe.fit(train_x.double().numpy(), train_y.numpy())
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        warnings.warn(f"linear probe: logistic regression did not converge in {max_iter} iterations", stacklevel=3)
+    return torch.as_tensor(probe.predict(test_x.double().numpy()), dtype=torch.long)
+
+
 def linear_probe_accuracy(
     train_feats: Any,
     train_labels: Any,
@@ -126,19 +159,9 @@ def linear_probe_accuracy(
         C: inverse L2 regularisation strength of :class:`sklearn.linear_model.LogisticRegression`.
         max_iter: L-BFGS iterations; a probe that does not converge in them is reported with a warning.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     train_x, train_y, test_x, test_y = _check(train_feats, train_labels, test_feats, test_labels)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        probe.fit(train_x.double().numpy(), train_y.numpy())
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        warnings.warn(f"linear probe: logistic regression did not converge in {max_iter} iterations", stacklevel=2)
-    return float(probe.score(test_x.double().numpy(), test_y.numpy()))
+    predictions = linear_probe_predict(train_x, train_y, test_x, C=C, max_iter=max_iter)
+    return float((predictions == test_y).float().mean())
 
 
 @torch.no_grad()
@@ -205,3 +228,136 @@ class FrozenFeatureProbe:
         if self.linear:
             metrics["linear_probe_top1"] = linear_probe_accuracy(train_x, self.train_labels, test_x, self.test_labels)
         return metrics
+
+
+BASELINES = ("random-init", "mfcc")
+"""Baselines :func:`probe_encoder_folder` can add: the architecture at random init, MFCCs (audio only)."""
+
+
+def _class_order(names: set[str]) -> list[str]:
+    """Class names sorted as numbers when they all are integers (``10`` after ``9``), else as text."""
+    numeric = all(name.lstrip("-").isdigit() for name in names)
+    return sorted(names, key=lambda name: (int(name), name) if numeric else (0, name))
+
+
+def probe_scores(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, test_labels: torch.Tensor, k: int
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Linear-probe and cosine kNN accuracy (``k`` clamped to the training rows) and the linear probe's test
+    predictions."""
+    predictions = linear_probe_predict(train_feats, train_labels, test_feats)
+    k = min(k, train_feats.shape[0])
+    knn = knn_predict(train_feats, train_labels, test_feats, k=k)
+    scores = {
+        "linear_probe_top1": float((predictions == test_labels).double().mean()),
+        "knn_top1": float((knn == test_labels).double().mean()),
+        "knn_k": k,
+        "dim": int(train_feats.shape[1]),
+    }
+    return scores, predictions
+
+
+def probe_encoder_folder(
+    model: str | Path,
+    train: str | Path,
+    test: str | Path,
+    label: str,
+    *,
+    pooling: str = "mean",
+    baselines: Sequence[str] = (),
+    batch_size: int = 64,
+    k: int = 20,
+    seed: int = 0,
+    confusion_matrix: str | Path | None = None,
+) -> dict[str, Any]:
+    """Probe the frozen features of an encoder folder on a labelled train / test pair of tables.
+
+    Loads the encoder (:func:`mmcontrast.evaluation.features.load_encoder`; audio, image or text), decodes the
+    tables (:func:`~mmcontrast.evaluation.features.load_probe_table`: undecodable files are skipped and listed),
+    computes features (audio pooled by ``pooling``: ``mean`` or ``last``), fits a logistic regression and a cosine
+    kNN on ``train`` and scores them on ``test``; the same for each of ``baselines`` (``random-init``, ``mfcc``).
+
+    Returns:
+        A JSON-ready report: ``model``, ``modality``, ``format``, ``label``, ``pooling``, ``classes``,
+        ``train_rows``, ``test_rows``, ``skipped`` (``{"train": [[file, reason], ...], "test": [...]}``),
+        ``results`` (``{"model" | "random-init" | "mfcc": {"linear_probe_top1", "knn_top1", "knn_k", "dim"}}``)
+        and ``confusion_matrix`` (the PNG of the model's linear probe, when asked).
+
+    Raises:
+        ValueError: a wrong folder, a table without the label column, an unknown baseline, ``mfcc`` for a model
+            that is not audio, a test label the training table never has... each naming the input.
+    """
+    from mmcontrast.evaluation.features import (
+        decode_probe_table,
+        encoder_features,
+        load_encoder,
+        mfcc_features,
+        read_probe_table,
+    )
+
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    if pooling not in ("mean", "last"):
+        raise ValueError(f"--pooling must be 'mean' or 'last', got {pooling!r}")
+    loaded = load_encoder(model)
+    if "mfcc" in baselines and loaded.modality != "audio":
+        raise ValueError(f"--baselines mfcc is for audio encoders; '{model}' is an {loaded.modality} encoder")
+    rate = loaded.model.sample_rate if loaded.modality == "audio" else None
+    column = "text" if loaded.modality == "text" else "file_name"
+    read = {  # both tables are read and checked before any file is decoded
+        name: read_probe_table(path, label, option=f"--{name}", input_column=column)
+        for name, path in (("train", train), ("test", test))
+    }
+    classes = _class_order({name for _, name in read["train"][1]})
+    unseen = _class_order({name for _, name in read["test"][1]} - set(classes))
+    if unseen:
+        raise ValueError(
+            f"--test '{test}': label(s) {unseen[:5]} of column '{label}' never occur in --train '{train}'; a probe "
+            "cannot predict a class it was not fit on: add them to the training table or drop them"
+        )
+    tables = {
+        name: decode_probe_table(source, pairs, loaded.modality, option=f"--{name}", sample_rate=rate)
+        for name, (source, pairs) in read.items()
+    }
+    index = {name: i for i, name in enumerate(classes)}
+    train_y = torch.tensor([index[name] for name in tables["train"].labels])
+    test_y = torch.tensor([index[name] for name in tables["test"].labels])
+    report: dict[str, Any] = {
+        "model": str(model),
+        "modality": loaded.modality,
+        "format": loaded.format,
+        "label": label,
+        "pooling": pooling,
+        "classes": classes,
+        "train_rows": len(train_y),
+        "test_rows": len(test_y),
+        "skipped": {name: [list(item) for item in table.skipped] for name, table in tables.items()},
+        "results": {},
+    }
+
+    def features(encoder: Any, name: str) -> dict[str, torch.Tensor]:
+        return {
+            split: encoder_features(
+                encoder, table.inputs, pooling=pooling, batch_size=batch_size, desc=f"{name} features ({split})"
+            )
+            for split, table in tables.items()
+        }
+
+    runs: list[tuple[str, Any]] = [("model", loaded)]
+    runs += [(name, None) for name in baselines]
+    for name, encoder in runs:
+        if name == "mfcc":
+            feats = {s: mfcc_features(t.inputs, int(rate), pooling=pooling) for s, t in tables.items()}  # type: ignore[arg-type]
+        else:
+            encoder = encoder or load_encoder(model, random_init=True, seed=seed)
+            feats = features(encoder, name)
+        report["results"][name], predictions = probe_scores(feats["train"], train_y, feats["test"], test_y, k)
+        if name == "model" and confusion_matrix:
+            from mmcontrast.evaluation.plots import plot_confusion_matrix
+
+            plot_confusion_matrix(
+                test_y.tolist(), predictions.tolist(), classes, confusion_matrix, title=f"linear probe: {label}"
+            )
+            report["confusion_matrix"] = str(confusion_matrix)
+    return report

@@ -1,4 +1,4 @@
-"""Zero-shot classification and image-text retrieval with any dual encoder.
+"""Zero-shot classification and image-text / audio-text retrieval with any dual encoder.
 
 The classifier follows CLIP / open_clip: for each class, the prompt templates filled with the class name are
 embedded, the normalised template embeddings are averaged and the mean is renormalised; an image's class is
@@ -7,6 +7,9 @@ the one whose classifier row has the highest cosine similarity with the image em
 Any :class:`DualEncoder` works: mmcontrast's own two-tower methods, and the loaders of exported folders, one per
 format in :mod:`mmcontrast.hub` (``hub.transformers_clip.TransformersDualEncoder``,
 ``hub.open_clip_folder.OpenClipDualEncoder``; ``hub.dual_encoders.load_dual_encoder`` recognises the folder).
+Audio works the same way through an :class:`AudioTextEncoder` (``encode_audio`` over mono waveforms at its
+``sample_rate``): mmcontrast's CLAP method and ``hub.transformers_clap.TransformersClapEncoder``; the default
+prompt is CLAP's "This is a sound of {}." (:data:`AUDIO_TEMPLATES`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from PIL import Image
 from mmcontrast.evaluation.retrieval import retrieval_metrics
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+AUDIO_TEMPLATES = ("This is a sound of {}.", "a recording of {}.", "someone says {}.", "the spoken word {}.")
+"""Caption templates for labelled audio; the first is the zero-shot prompt of CLAP and of transformers' pipeline."""
 
 
 class DualEncoder(Protocol):
@@ -32,7 +37,24 @@ class DualEncoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
 
 
-def zero_shot_classifier(encoder: DualEncoder, classes: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+class AudioTextEncoder(Protocol):
+    """Anything that embeds audio clips and texts into one space (normalised rows).
+
+    Attributes:
+        sample_rate: the rate (Hz) of the mono waveforms ``encode_audio`` takes; callers resample to it.
+    """
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def encode_audio(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+def zero_shot_classifier(
+    encoder: DualEncoder | AudioTextEncoder, classes: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """``[C, d]`` class embeddings: mean of the normalised template embeddings of each class, renormalised."""
     if not classes:
         raise ValueError("zero-shot classification needs at least one class name")
@@ -83,7 +105,8 @@ def classes_by_name(
 def zero_shot_metrics(
     image_embeddings: torch.Tensor, labels: Sequence[int], classifier: torch.Tensor
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Top-1, top-5 and mean per-class recall of ``argmax(image @ classifier.T)``; also the predictions."""
+    """Top-1, top-5 and mean per-class recall of ``argmax(image @ classifier.T)``; also the predictions (any
+    modality's embeddings: images, audio clips)."""
     scores = F.normalize(image_embeddings.float(), dim=-1) @ classifier.T
     target = torch.as_tensor(list(labels))
     ranked = scores.topk(min(5, classifier.shape[0]), dim=1).indices
@@ -115,9 +138,19 @@ def image_text_retrieval(image_embeddings: torch.Tensor, captions: Sequence[str]
     }
 
 
-def logit_scale(encoder: DualEncoder) -> float:
+def audio_text_retrieval(
+    audio_embeddings: torch.Tensor, captions: Sequence[str], encoder: AudioTextEncoder
+) -> dict[str, float]:
+    """Recall@1/5/10 of audio -> text and text -> audio over paired data (identical captions all count)."""
+    metrics = image_text_retrieval(audio_embeddings, captions, encoder)  # type: ignore[arg-type]
+    return {key.replace("image", "audio"): value for key, value in metrics.items()}
+
+
+def logit_scale(encoder: DualEncoder | AudioTextEncoder) -> float:
     """The trained scale (1 / temperature) of a loaded dual encoder, for softmax scores over classes."""
     model = getattr(encoder, "model", None)
+    if model is not None and hasattr(model, "logit_scale_a"):  # transformers ClapModel: the audio -> text scale
+        return float(model.logit_scale_a.detach().exp())
     if model is not None:  # transformers and open_clip keep log(scale)
         return float(model.logit_scale.detach().exp())
     return float(encoder.logit_scale().detach())  # mmcontrast's CLIP: a LogitScale module

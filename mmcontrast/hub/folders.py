@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Wanted = Literal["text", "image-text"]
+Wanted = Literal["text", "image-text", "image", "audio", "audio-text"]
 
 # transformers model types of image-text dual encoders (those mmcontrast exports, and their common peers)
 IMAGE_TEXT_MODEL_TYPES = frozenset(
     {"clip", "vision-text-dual-encoder", "siglip", "siglip2", "chinese_clip", "align", "altclip"}
 )
+# transformers model types of audio-text dual encoders (CLAP)
+AUDIO_TEXT_MODEL_TYPES = frozenset({"clap"})
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # files an Accelerate checkpoint of a run holds besides the weights (engine/checkpoints.py)
@@ -44,10 +46,11 @@ class FolderKind:
     """What a folder holds.
 
     Attributes:
-        kind: `text`, `image-text`, `image`, `checkpoint`, `checkpoints`, `run`, `pickle-only`, `empty` or
-            `unknown`.
+        kind: `text`, `image-text`, `audio-text`, `image`, `audio`, `checkpoint`, `checkpoints`, `run`,
+            `pickle-only`, `empty` or `unknown`.
         format: for a model, its format: `sentence-transformers`, `open_clip`, `mmcontrast-clip`,
-            `mmcontrast-image-encoder`, or `transformers <model_type>`; for `pickle-only`, the pickle files.
+            `mmcontrast-image-encoder`, `mmcontrast-audio-encoder`, or `transformers <model_type>`; for
+            `pickle-only`, the pickle files.
     """
 
     kind: str
@@ -85,9 +88,12 @@ def folder_kind(folder: str | Path) -> FolderKind:
         return FolderKind("text", "sentence-transformers")
     config = _config(folder) if "config.json" in names else {}
     if config.get("format") == "mmcontrast-clip":
-        return FolderKind("image-text", "mmcontrast-clip")
+        audio = "audio" in config.get("modalities", ())
+        return FolderKind("audio-text" if audio else "image-text", "mmcontrast-clip")
     if config.get("format") == "mmcontrast-image-encoder":
         return FolderKind("image", "mmcontrast-image-encoder")
+    if config.get("format") == "mmcontrast-audio-encoder":
+        return FolderKind("audio", "mmcontrast-audio-encoder")
     pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
     if pickles and not _has_weights(folder):
         return FolderKind("pickle-only", ", ".join(pickles))
@@ -96,6 +102,8 @@ def folder_kind(folder: str | Path) -> FolderKind:
     model_type = config.get("model_type")
     if model_type in IMAGE_TEXT_MODEL_TYPES:
         return FolderKind("image-text", f"transformers {model_type}")
+    if model_type in AUDIO_TEXT_MODEL_TYPES:
+        return FolderKind("audio-text", f"transformers {model_type}")
     return FolderKind("text", f"transformers {model_type or 'model'}")
 
 
@@ -120,28 +128,38 @@ def _pickle_only(folder: str | Path, files: str, weights_dir: str | Path) -> str
     )
 
 
-def check_model_folder(folder: str | Path, wanted: Wanted) -> None:
-    """Raise unless ``folder`` holds a model of the ``wanted`` kind (or may be a Hugging Face Hub name).
+def check_model_folder(folder: str | Path, wanted: Wanted | tuple[Wanted, ...]) -> None:
+    """Raise unless ``folder`` holds a model of the ``wanted`` kind, or of one of the ``wanted`` kinds (or may be a
+    Hugging Face Hub name).
 
     A ``text`` model named by something that does not exist and does not look like a path (``org/name``) is
     left to the loader, which reads the Hub cache; a path that does not exist raises :class:`FileNotFoundError`;
     any other folder that is not a ``wanted`` model raises :class:`ModelFolderError` saying what it is and what
     to give instead.
     """
+    kinds = (wanted,) if isinstance(wanted, str) else tuple(wanted)
     path = Path(folder).expanduser()
     text = str(folder)
     if not path.exists():
         looks_like_path = text.startswith(("/", ".", "~")) or text.count("/") > 1 or bool(path.suffix)
-        if wanted == "image-text" or looks_like_path:
+        if "text" not in kinds or looks_like_path:
             raise FileNotFoundError(f"model folder '{folder}' does not exist")
         return
     if not path.is_dir():
         raise ModelFolderError(f"'{folder}' is a file, not a model folder")
     found = folder_kind(path)
-    if found.kind == wanted:
-        if wanted == "text":
+    if found.kind in kinds:
+        if found.kind == "text":
             _check_text_folder(folder, path)
         return
+    if len(kinds) > 1 and found.kind in ("text", "image-text", "audio-text", "image", "audio"):
+        article = "an" if found.kind[0] in "aeiou" else "a"
+        raise ModelFolderError(
+            f"'{folder}' is {article} {found.kind} model folder ({found.format}), not one of the kinds this command "
+            f"takes ({', '.join(kinds)} encoders)"
+            + (": use mmcontrast zero-shot" if found.kind in ("image-text", "audio-text") else "")
+        )
+    wanted = kinds[0]
     resolved = path.resolve()
     messages = {
         "empty": f"model folder '{folder}' is empty: give the model folder a run exported (OUTPUT_DIR/model)",
@@ -163,6 +181,14 @@ def check_model_folder(folder: str | Path, wanted: Wanted) -> None:
         "image": (
             f"'{folder}' is an image encoder folder ({found.format}), not a {wanted} model: load it with "
             "mmcontrast.modalities.image.ImageEncoder.from_pretrained"
+        ),
+        "audio-text": (
+            f"'{folder}' is an audio-text (CLAP) model folder ({found.format}), not a {wanted} model: "
+            "use mmcontrast zero-shot"
+        ),
+        "audio": (
+            f"'{folder}' is an audio encoder folder ({found.format}), not a {wanted} model: probe it with "
+            "mmcontrast eval probe, or load it with mmcontrast.modalities.audio.AudioEncoder.from_pretrained"
         ),
         "unknown": (
             f"'{folder}' is not a model folder: it has no config.json, modules.json or open_clip_config.json "

@@ -2,13 +2,15 @@
 mean-pooled text tower...): save a trained two-tower method and load it back exactly.
 
 The folder holds ``model.safetensors`` (the whole method's state dict) and ``config.json``:
-``{"format": "mmcontrast-clip", "recipe": {...}}``, the recipe the method was built from. Loading rebuilds the
-untrained method from that recipe, then reads every weight from the safetensors file (strictly): nothing is
-unpickled or run from the folder; a pretrained tower's ``name_or_path`` in the recipe must be reachable.
+``{"format": "mmcontrast-clip", "modalities": [...], "recipe": {...}}``, the recipe the method was built from
+(``modalities``: the towers, e.g. ``["image", "text"]`` or ``["audio", "text"]``; older folders lack it: image-text).
+Loading rebuilds the untrained method from that recipe, then reads every weight from the safetensors file
+(strictly): nothing is unpickled or run from the folder; a pretrained tower's ``name_or_path`` in the recipe must
+be reachable.
 
 Rebuilding from a recipe is the recipe layer's job, and the hub sits below it (imports point down): each recipe
 module registers its builder here (:func:`register_method_builder`, keyed by the recipe's ``method``: ``clip``,
-and CLAP or video-text next), or the caller passes ``build=``. Importing :mod:`mmcontrast.recipe` registers
+``clap``, and video-text next), or the caller passes ``build=``. Importing :mod:`mmcontrast.recipe` registers
 every recipe's builder.
 """
 
@@ -44,7 +46,7 @@ def save_mmcontrast_clip(method: TwoTower, raw: dict[str, Any], directory: str |
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in method.state_dict().items()}, directory / "model.safetensors")
-    config = {"format": MMCONTRAST_CLIP_FORMAT, "recipe": raw}
+    config = {"format": MMCONTRAST_CLIP_FORMAT, "modalities": list(method.modalities), "recipe": raw}
     (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     return directory
 

@@ -1,7 +1,9 @@
 """Contrastive Predictive Coding: predict the encoder's future frames from a causal context, against negatives.
 
 An encoder maps a waveform to frames ``z_1..z_T`` (``[B, T, d]``; the CPC conv stack gives one per 160 samples);
-an autoregressive network (GRU or LSTM) summarises ``z_1..z_t`` into a context ``c_t``; for each step
+an autoregressive network (GRU or LSTM) summarises ``z_1..z_t`` into a context ``c_t``. Both belong to the audio
+adapter (:class:`~mmcontrast.modalities.audio.AudioEncoder` with a ``context`` network), so the exported encoder
+gives the contexts, CPC's features; for each step
 ``k = 1..K`` a predictor (a linear map ``W_k``, or a one-layer causal transformer as in CPC_audio) predicts
 ``z_{t+k}`` from ``c_t``. Each prediction is scored against its true future frame and ``N`` negative frames
 drawn from the same sequence, the same speaker or the whole batch, with the per-query candidates InfoNCE of the
@@ -31,7 +33,6 @@ from mmcontrast.losses import cpc_info_nce, sample_cpc_negatives
 from mmcontrast.methods.base import LossOutput, Method
 from mmcontrast.modalities.audio import AudioEncoder
 
-Context = Literal["gru", "lstm"]
 Predictor = Literal["linear", "transformer"]
 Sampling = Literal["batch", "speaker", "sequence"]
 
@@ -53,14 +54,11 @@ class CausalTransformerPredictor(nn.Module):
 
 
 class CPC(Method):
-    """Encoder + autoregressive context network + K step-ahead predictors, trained with the CPC loss.
+    """An audio encoder with a context network + K step-ahead predictors, trained with the CPC loss.
 
     Args:
-        encoder: the audio adapter giving frames ``[B, T, d]`` (the CPC conv stack, a mel front end, a
-            transformers audio model).
-        context: ``gru`` or ``lstm``.
-        context_dim: size of the context vector ``c_t``.
-        context_layers: layers of the context network.
+        encoder: the audio adapter: frames ``z`` (the CPC conv stack, a mel front end, a transformers audio model)
+            and its ``context`` network giving ``c`` (``AudioEncoder(..., context={"type": "gru", "dim": 256})``).
         steps: ``K``, how many frames ahead are predicted.
         negatives: ``N``, negatives per prediction.
         predictor: ``linear`` (``W_k``, the paper) or ``transformer`` (one causal layer per step, CPC_audio).
@@ -73,9 +71,6 @@ class CPC(Method):
         self,
         encoder: AudioEncoder,
         *,
-        context: Context = "gru",
-        context_dim: int = 256,
-        context_layers: int = 1,
         steps: int = 12,
         negatives: int = 128,
         predictor: Predictor = "linear",
@@ -83,16 +78,14 @@ class CPC(Method):
         gather: bool = False,
     ) -> None:
         super().__init__()
-        if context not in ("gru", "lstm"):
-            raise ValueError(f"CPC context must be 'gru' or 'lstm', got {context!r}")
+        if encoder.context_net is None:
+            raise ValueError("CPC needs an audio encoder with a context network (model.audio.context: {type: gru})")
         if predictor not in ("linear", "transformer"):
             raise ValueError(f"CPC predictor must be 'linear' or 'transformer', got {predictor!r}")
         if sampling not in ("batch", "speaker", "sequence"):
             raise ValueError(f"CPC sampling must be 'batch', 'speaker' or 'sequence', got {sampling!r}")
         self.encoder = encoder
-        recurrent = nn.GRU if context == "gru" else nn.LSTM
-        self.context = recurrent(encoder.embedding_dim, context_dim, num_layers=context_layers, batch_first=True)
-        frame_dim = encoder.embedding_dim
+        context_dim, frame_dim = encoder.embedding_dim, encoder.frame_dim
         self.predictors = nn.ModuleList(
             nn.Linear(context_dim, frame_dim, bias=False)
             if predictor == "linear"
@@ -113,9 +106,8 @@ class CPC(Method):
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Frames ``z`` of the encoder and contexts ``c`` of the autoregressive network, both ``[B, T, .]``."""
-        frames = self.encoder(batch["input_values"])
-        context, _ = self.context(frames)
-        return {"frames": frames, "context": context}
+        frames = self.encoder.encode_frames(batch["input_values"])
+        return {"frames": frames, "context": self.encoder.contextualize(frames)}
 
     def _negative_indices(self, batch_size: int, length: int, positions: int, speakers: torch.Tensor) -> torch.Tensor:
         """``[B, W, N]`` indices of negative frames (into this batch's frames, or the global batch's with gather)."""
@@ -162,9 +154,3 @@ class CPC(Method):
         metrics = {f"accuracy_step{k + 1}": value for k, value in enumerate(accuracy)}
         metrics["accuracy"] = sum(accuracy) / len(accuracy)
         return LossOutput(output.loss, metrics)
-
-    @torch.no_grad()
-    def features(self, input_values: torch.Tensor, *, context: bool = True) -> torch.Tensor:
-        """Frame features ``[B, T, .]`` for probes: the contexts ``c_t`` (the CPC paper's features), or ``z_t``."""
-        embeddings = self.embed({"input_values": input_values})
-        return embeddings["context"] if context else embeddings["frames"]

@@ -17,6 +17,11 @@
   their own feature extractor built from the config (Whisper's encoder, AST, the CLAP audio tower). Frames are its
   ``last_hidden_state``.
 
+Context network: with ``context={"type": "gru" | "lstm", "dim": 256, "layers": 1}`` the encoder ends in a causal
+recurrent network over its frames (CPC's autoregressive model ``g_ar``), and its frames are the contexts ``c_t``
+(the features CPC exports and probes); :meth:`AudioEncoder.encode_frames` gives the frames ``z_t`` before it. The
+network is causal, so padding after a row's end does not change its valid contexts.
+
 Padded rows: the attention mask marks real samples. For ``cpc`` and ``mel`` the activations beyond each row's
 valid length are zeroed after every layer, which is exactly what the layer's own zero padding would be, so a padded
 row's valid frames (and its pooled embedding) equal those of the unpadded row. Batch-norm statistics in training do
@@ -248,13 +253,21 @@ class AudioEncoder(nn.Module):
         sample_rate: the rate the encoder expects (Hz); data is resampled to it. Default 16000, or the transformers
             feature extractor's rate.
         pooling: ``mean`` (over valid frames) or ``last`` (the last valid frame) for :meth:`pool`.
+        context: a causal context network over the frames: ``{"type": "gru" | "lstm", "dim": 256, "layers": 1}``
+            (CPC's autoregressive model); None: the frames are the encoder's own.
         options: the encoder's own options. ``cpc``: ``width`` (256), ``norm`` (``channel`` | ``batch`` | ``none``).
             ``mel``: ``n_mels`` (64), ``n_fft`` (400), ``hop_length`` (160), ``width`` (256), ``layers`` (3).
             ``transformers``: ``path`` (a local model folder) or ``config`` (a config dict with ``model_type``).
     """
 
     def __init__(
-        self, kind: str = "cpc", *, sample_rate: int | None = None, pooling: str = "mean", **options: Any
+        self,
+        kind: str = "cpc",
+        *,
+        sample_rate: int | None = None,
+        pooling: str = "mean",
+        context: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -292,6 +305,19 @@ class AudioEncoder(nn.Module):
             self.hop = int(torch.tensor(strides).prod()) if strides else 0
             if self._is_whisper:  # log-mel frames of hop_length samples, then a stride-2 convolution
                 self.hop = 2 * int(self.feature_extractor.hop_length)  # type: ignore[union-attr]
+        self.frame_dim = self.embedding_dim  # the size of z_t; embedding_dim becomes that of c_t with a context
+        self.context = dict(context) if context is not None else None
+        self.context_net: nn.Module | None = None
+        if context is not None:
+            unknown = set(context) - {"type", "dim", "layers"}
+            if unknown or context.get("type", "gru") not in ("gru", "lstm"):
+                raise ValueError(
+                    f"audio encoder context must be {{type: gru | lstm, dim: int, layers: int}}, got {context}"
+                )
+            recurrent = nn.GRU if context.get("type", "gru") == "gru" else nn.LSTM
+            dim, layers = int(context.get("dim", 256)), int(context.get("layers", 1))
+            self.context_net = recurrent(self.frame_dim, dim, num_layers=layers, batch_first=True)
+            self.embedding_dim = dim
 
     def _transformers_backbone(self, options: dict[str, Any], sample_rate: int | None) -> tuple[nn.Module, int]:
         from transformers import CONFIG_MAPPING, AutoModel
@@ -405,7 +431,19 @@ class AudioEncoder(nn.Module):
         )
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveforms ``[B, T]`` (zero padded; ``attention_mask`` 1 on real samples) -> frames ``[B, F, d]``.
+        """Waveforms ``[B, T]`` (zero padded; ``attention_mask`` 1 on real samples) -> frames ``[B, F, d]``: the
+        contexts ``c_t`` when the encoder has a context network, else the frames ``z_t`` of :meth:`encode_frames`."""
+        frames = self.encode_frames(input_values, attention_mask)
+        return frames if self.context_net is None else self.contextualize(frames)
+
+    def contextualize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``z`` ``[B, F, frame_dim]`` -> contexts ``c`` ``[B, F, embedding_dim]`` (the context network)."""
+        if self.context_net is None:
+            raise ValueError("this audio encoder has no context network (give context={type: gru, dim: ...})")
+        return self.context_net(frames)[0]
+
+    def encode_frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveforms ``[B, T]`` -> the encoder's frames ``z`` ``[B, F, frame_dim]`` (before any context network).
 
         For ``mel``, log-mel features ``[B, n_mels, F]`` are accepted too, with a frame-level ``attention_mask``.
         """
@@ -457,6 +495,7 @@ class AudioEncoder(nn.Module):
             "kind": self.kind,
             "sample_rate": self.sample_rate,
             "pooling": self.pooling,
+            "context": self.context,
             "options": options,
             "embedding_dim": self.embedding_dim,
             "hop": self.hop,
@@ -492,6 +531,7 @@ class AudioEncoder(nn.Module):
             config["kind"],
             sample_rate=config["sample_rate"],
             pooling=config.get("pooling", "mean"),
+            context=config.get("context"),
             **config["options"],
         )
         try:

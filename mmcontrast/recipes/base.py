@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcontrast.data.samplers import NoDuplicatesBatchSampler, ShuffledBatchSampler
+from mmcontrast.data.samplers import GroupedBatchSampler, NoDuplicatesBatchSampler, ShuffledBatchSampler
 from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
 from mmcontrast.methods.base import Method
@@ -95,6 +95,19 @@ def batch_sampler(
     if keys is not None:
         return NoDuplicatesBatchSampler(keys, train.batch_size, **common)
     return ShuffledBatchSampler(num_rows, train.batch_size, **common)
+
+
+def grouped_batch_sampler(train: TrainingConfig, groups: Sequence[Any]) -> GroupedBatchSampler:
+    """Seeded batch sampler sharded over the processes whose batches each hold rows of one group (a speaker)."""
+    state = process_state()
+    return GroupedBatchSampler(
+        groups,
+        train.batch_size,
+        seed=train.seed,
+        drop_last=train.drop_last,
+        num_replicas=state.num_processes,
+        rank=state.process_index,
+    )
 
 
 def transformers_config(options: dict[str, Any], key: str) -> Any:
