@@ -314,3 +314,20 @@ def test_feature_input_models_from_tiny_configs_round_trip(name, rate, tmp_path)
         assert pooled.shape == (2, 32) and torch.isfinite(pooled).all()
         loaded = AudioEncoder.from_pretrained(encoder.save_pretrained(tmp_path / name))
         torch.testing.assert_close(loaded.embed(batch["input_values"], batch["attention_mask"]), pooled, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["cpc", "mel"])
+def test_normalized_encoder_ignores_the_recording_level_and_the_padding(kind):
+    torch.manual_seed(0)
+    encoder = AudioEncoder(kind, sample_rate=8000, width=16, normalize=True).eval()
+    quiet = 0.01 * torch.randn(4000)
+    with torch.no_grad():
+        # equal up to the variance's eps (1e-7 against a variance of 1e-4: a 5e-4 relative difference)
+        assert torch.allclose(encoder(quiet[None]), encoder(30 * quiet[None]), atol=2e-3)
+        batch = encoder.preprocess([quiet, quiet[:2500]])
+        frames = encoder(batch["input_values"], batch["attention_mask"])
+        alone = encoder(quiet[None, :2500])
+        valid = alone.shape[1]
+        assert torch.allclose(frames[1, :valid], alone[0], atol=1e-4)
+    reloaded_config = encoder.config_dict()
+    assert reloaded_config["normalize"] is True

@@ -245,6 +245,15 @@ def pool_frames(frames: torch.Tensor, frame_mask: torch.Tensor | None = None, mo
     return frames[torch.arange(frames.shape[0], device=frames.device), counts - 1]
 
 
+def normalize_waveforms(waveforms: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row of ``[B, T]`` to zero mean and unit variance over its valid samples (padding stays 0)."""
+    mask = torch.ones_like(waveforms) if attention_mask is None else attention_mask.to(waveforms.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp_min(1)
+    mean = (waveforms * mask).sum(dim=1, keepdim=True) / count
+    variance = (((waveforms - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    return (waveforms - mean) / torch.sqrt(variance + 1e-7) * mask
+
+
 class AudioEncoder(nn.Module):
     """An audio encoder mapping waveforms ``[B, T]`` to frame embeddings ``[B, F, d]`` (and pooled ``[B, d]``).
 
@@ -255,6 +264,9 @@ class AudioEncoder(nn.Module):
         pooling: ``mean`` (over valid frames) or ``last`` (the last valid frame) for :meth:`pool`.
         context: a causal context network over the frames: ``{"type": "gru" | "lstm", "dim": 256, "layers": 1}``
             (CPC's autoregressive model); None: the frames are the encoder's own.
+        normalize: scale every waveform to zero mean and unit variance over its valid samples before a ``cpc`` or
+            ``mel`` encoder (as wav2vec2's feature extractor does). Quiet recordings otherwise give frames that
+            barely differ: the spoken digits (RMS 0.01) give CPC frames with cosine 0.97 to their mean at init.
         options: the encoder's own options. ``cpc``: ``width`` (256), ``norm`` (``channel`` | ``batch`` | ``none``).
             ``mel``: ``n_mels`` (64), ``n_fft`` (400), ``hop_length`` (160), ``width`` (256), ``layers`` (3).
             ``transformers``: ``path`` (a local model folder) or ``config`` (a config dict with ``model_type``).
@@ -267,6 +279,7 @@ class AudioEncoder(nn.Module):
         sample_rate: int | None = None,
         pooling: str = "mean",
         context: dict[str, Any] | None = None,
+        normalize: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -274,7 +287,7 @@ class AudioEncoder(nn.Module):
             raise ValueError(f"audio encoder kind must be one of {KINDS}, got {kind!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"audio encoder pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.kind, self.pooling = kind, pooling
+        self.kind, self.pooling, self.normalize = kind, pooling, normalize
         self.options = dict(options)
         self.feature_extractor = None
         if kind == "cpc":
@@ -449,6 +462,8 @@ class AudioEncoder(nn.Module):
         """
         if self.kind in ("cpc", "mel"):
             lengths = None if attention_mask is None else attention_mask.sum(dim=-1).long()
+            if self.normalize and input_values.ndim == 2:
+                input_values = normalize_waveforms(input_values, attention_mask)
             return self.backbone(input_values, lengths).transpose(1, 2)
         if self.feature_extractor is None:
             return self.backbone(input_values, attention_mask=attention_mask).last_hidden_state
@@ -496,6 +511,7 @@ class AudioEncoder(nn.Module):
             "sample_rate": self.sample_rate,
             "pooling": self.pooling,
             "context": self.context,
+            "normalize": self.normalize,
             "options": options,
             "embedding_dim": self.embedding_dim,
             "hop": self.hop,
@@ -532,6 +548,7 @@ class AudioEncoder(nn.Module):
             sample_rate=config["sample_rate"],
             pooling=config.get("pooling", "mean"),
             context=config.get("context"),
+            normalize=config.get("normalize", False),
             **config["options"],
         )
         try:

@@ -42,6 +42,8 @@ class AudioTowerConfig:
             evaluation); null: the feature extractor's `max_length_s`, else whole clips.
         pooling: `mean` or `last` over the encoder's frames (the CLAP audio tower's pooler is the mean).
         context: a causal context network after the encoder, whose outputs become the frames (CPC's `g_ar`).
+        normalize: scale every waveform to zero mean and unit variance before a `cpc` / `mel` encoder (quiet
+            recordings otherwise give nearly identical frames).
     """
 
     kind: Literal["transformers", "cpc", "mel"] = "transformers"
@@ -53,6 +55,7 @@ class AudioTowerConfig:
     max_seconds: PositiveFloat | None = None
     pooling: Literal["mean", "last"] = "mean"
     context: AudioContextConfig = field(default_factory=AudioContextConfig)
+    normalize: bool = False
 
 
 def build_audio_tower(config: AudioTowerConfig) -> AudioEncoder:
@@ -65,4 +68,11 @@ def build_audio_tower(config: AudioTowerConfig) -> AudioEncoder:
     context = None
     if config.context.type is not None:
         context = {"type": config.context.type, "dim": config.context.dim, "layers": config.context.layers}
-    return AudioEncoder(config.kind, sample_rate=config.sample_rate, pooling=config.pooling, context=context, **options)
+    return AudioEncoder(
+        config.kind,
+        sample_rate=config.sample_rate,
+        pooling=config.pooling,
+        context=context,
+        normalize=config.normalize,
+        **options,
+    )

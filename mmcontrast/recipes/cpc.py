@@ -29,7 +29,11 @@ utterance = encoder.embed(waveform[None])   # [1, {dim}], pooled ({pooling})"""
 
 def _cpc_audio() -> AudioTowerConfig:
     return AudioTowerConfig(
-        kind="cpc", sample_rate=16000, options={"width": 256, "norm": "channel"}, context=AudioContextConfig("gru")
+        kind="cpc",
+        sample_rate=16000,
+        options={"width": 256, "norm": "channel"},
+        context=AudioContextConfig("gru"),
+        normalize=True,
     )
 
 
