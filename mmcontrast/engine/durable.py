@@ -67,7 +67,7 @@ def remove_leftovers(root: Path, name: str | None = None) -> None:
     if not root.is_dir():
         return
     for path in root.iterdir():
-        if path.name.startswith(HIDDEN_PREFIXES) and (name is None or path.name.split("-", 1)[1].startswith(name)):
+        if path.name.startswith(tuple(prefix + (name or "") for prefix in HIDDEN_PREFIXES)):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -81,33 +81,29 @@ class RecipeParts:
     skipped_rows: int = 0
 
 
-def batch_sampler(
-    train: TrainingConfig, num_rows: int, keys: Sequence[Sequence[Any]] | None = None
-) -> ShuffledBatchSampler:
-    """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch."""
+def _sharding(train: TrainingConfig) -> dict[str, Any]:
+    """The seed, drop_last and process layout every batch sampler of a recipe takes."""
     state = process_state()
-    common = {
+    return {
         "seed": train.seed,
         "drop_last": train.drop_last,
         "num_replicas": state.num_processes,
         "rank": state.process_index,
     }
+
+
+def batch_sampler(
+    train: TrainingConfig, num_rows: int, keys: Sequence[Sequence[Any]] | None = None
+) -> ShuffledBatchSampler:
+    """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch."""
     if keys is not None:
-        return NoDuplicatesBatchSampler(keys, train.batch_size, **common)
-    return ShuffledBatchSampler(num_rows, train.batch_size, **common)
+        return NoDuplicatesBatchSampler(keys, train.batch_size, **_sharding(train))
+    return ShuffledBatchSampler(num_rows, train.batch_size, **_sharding(train))
 
 
 def grouped_batch_sampler(train: TrainingConfig, groups: Sequence[Any]) -> GroupedBatchSampler:
     """Seeded batch sampler sharded over the processes whose batches each hold rows of one group (a speaker)."""
-    state = process_state()
-    return GroupedBatchSampler(
-        groups,
-        train.batch_size,
-        seed=train.seed,
-        drop_last=train.drop_last,
-        num_replicas=state.num_processes,
-        rank=state.process_index,
-    )
+    return GroupedBatchSampler(groups, train.batch_size, **_sharding(train))
 
 
 def transformers_config(options: dict[str, Any], key: str) -> Any:
