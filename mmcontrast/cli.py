@@ -57,18 +57,57 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_PROBE_OPTIONS = ("--train", "--test", "--label", "--pooling", "--output", "--confusion-matrix", "--baselines")
+_PROBE_OPTIONS = (
+    "--train",
+    "--test",
+    "--label",
+    "--pooling",
+    "--output",
+    "--confusion-matrix",
+    "--baselines",
+    "--frames",
+    "--audio-root",
+    "--test-fraction",
+    "--update-card",
+    "--dataset-name",
+)
 
 
 def _eval_probe(args: argparse.Namespace) -> int:
-    """``mmcontrast eval probe``: linear-probe and kNN accuracy of any encoder folder, with baselines."""
+    """``mmcontrast eval probe``: linear-probe and kNN accuracy of any encoder folder, with baselines; per utterance,
+    image or text on labelled tables, or per 10 ms frame (``--frames``, ``--audio-root``)."""
+    if args.data is not None:
+        raise ValueError("eval probe takes --train and --test tables (or --frames and --audio-root), not --data")
+    report = _frame_probe(args) if args.frames is not None or args.audio_root is not None else _table_probe(args)
+    if args.update_card:
+        from mmcontrast.evaluation.probe import probe_card_results
+        from mmcontrast.hub.model_card import update_card_results
+
+        card = update_card_results(
+            args.model, probe_card_results(report, args.dataset_name), modality=report["modality"]
+        )
+        report["model_card"] = str(card)
+        print(f"updated the model card {card}", file=sys.stderr)
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _table_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """``eval probe --train TABLE --test TABLE --label COLUMN``: one example per row (utterance, image, text)."""
     from mmcontrast.evaluation.probe import probe_encoder_folder
 
     missing = [name for name in ("--train", "--test", "--label") if getattr(args, name[2:]) is None]
     if missing:
-        raise ValueError(f"eval probe needs {', '.join(missing)} (labelled tables of file_name and label)")
-    if args.data is not None:
-        raise ValueError("eval probe takes --train and --test tables, not --data")
+        raise ValueError(
+            f"eval probe needs {', '.join(missing)} (labelled tables of file_name and label), or --frames and "
+            "--audio-root for a frame-level probe"
+        )
+    if args.test_fraction is not None:
+        raise ValueError("--test-fraction belongs to a frame-level probe (--frames); tables give --train and --test")
     report = probe_encoder_folder(
         args.model,
         args.train,
@@ -89,12 +128,57 @@ def _eval_probe(args: argparse.Namespace) -> int:
             f"({report['label']}, {report['test_rows']} test rows)",
             file=sys.stderr,
         )
-    if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
-    return 0
+    return report
+
+
+def _frame_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """``eval probe --frames LABELS.txt --audio-root FOLDER``: one example per 10 ms frame (CPC phone probes)."""
+    from mmcontrast.evaluation.frame_probe import FRAME_TOLERANCE, probe_frames
+
+    missing = [name for name in ("--frames", "--audio-root") if getattr(args, name[2:].replace("-", "_")) is None]
+    if missing:
+        raise ValueError(
+            f"a frame-level probe needs both --frames LABELS.txt and --audio-root FOLDER; give {missing[0]}"
+        )
+    if args.pooling is not None:
+        raise ValueError("--pooling is for utterance probes; a frame-level probe (--frames) scores every frame")
+    report = probe_frames(
+        args.model,
+        args.frames,
+        args.audio_root,
+        train=args.train,
+        test=args.test,
+        test_fraction=0.2 if args.test_fraction is None else args.test_fraction,
+        baselines=args.baselines or (),
+        label=args.label or "phone",
+        k=args.k,
+        seed=args.seed,
+        confusion_matrix=args.confusion_matrix,
+    )
+    _report_skipped([tuple(item) for item in report["skipped"]], "--audio-root", kind="file")
+    counts = report["utterances"]
+    if counts["with_audio"] < counts["labelled"]:
+        print(
+            f"--frames: {counts['labelled'] - counts['with_audio']} of {counts['labelled']} labelled utterances have "
+            f"no audio under --audio-root (e.g. {report['missing_audio'][0]}); probing the {counts['with_audio']} "
+            "that have",
+            file=sys.stderr,
+        )
+    for item in report["mismatched"]:
+        counts_text = ", ".join(f"{name} {value}" for name, value in item.items() if name != "sequence")
+        print(
+            f"--frames: '{item['sequence']}': frame counts differ by more than {FRAME_TOLERANCE} ({counts_text}); "
+            "truncated to the shortest: check the labels' frame rate and the audio",
+            file=sys.stderr,
+        )
+    print(f"split: {report['split']['description']}", file=sys.stderr)
+    for name, scores in report["results"].items():
+        print(
+            f"{name}: linear probe {scores['linear_probe_top1']:.3f}, {scores['knn_k']}-NN {scores['knn_top1']:.3f}, "
+            f"majority class {scores['majority_top1']:.3f} ({report['label']}, {report['test_frames']} test frames)",
+            file=sys.stderr,
+        )
+    return report
 
 
 def _report_skipped(skipped: list[tuple[str, str]], option: str, shown: int = 10, kind: str = "image") -> None:
@@ -365,9 +449,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--columns", nargs=2, default=["anchor", "positive"], help="retrieval (query, doc)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=64)
     evaluate.add_argument("--limit", type=_positive_int, default=None, help="first N rows only")
-    evaluate.add_argument("--train", help="probe: the table the probes are fit on (file_name + label columns)")
-    evaluate.add_argument("--test", help="probe: the table they are scored on")
-    evaluate.add_argument("--label", help="probe: the label column of both tables")
+    evaluate.add_argument(
+        "--train",
+        help="probe: the table the probes are fit on (file_name + label columns); with --frames, an optional list of "
+        "training sequences (one name a line)",
+    )
+    evaluate.add_argument(
+        "--test", help="probe: the table they are scored on; with --frames, an optional list of test sequences"
+    )
+    evaluate.add_argument(
+        "--label", help="probe: the label column of both tables; with --frames, the labels' name (default phone)"
+    )
+    evaluate.add_argument(
+        "--frames",
+        help="probe, audio: frame labels in CPC_audio's format ('SEQ_NAME label label ...', one per 10 ms frame): "
+        "a frame-level probe",
+    )
+    evaluate.add_argument(
+        "--audio-root", help="probe, with --frames: the folder searched (recursively) for SEQ_NAME.flac / .wav"
+    )
+    evaluate.add_argument(
+        "--test-fraction",
+        type=float,
+        help="probe, with --frames and no --train / --test lists: utterances held out (default 0.2; two utterances: "
+        "each scored by a probe fit on the other)",
+    )
+    evaluate.add_argument(
+        "--update-card",
+        action="store_true",
+        default=None,
+        help="probe: write the model's accuracies into the folder's README.md model card (model-index entries)",
+    )
+    evaluate.add_argument(
+        "--dataset-name", help="probe, with --update-card: the dataset named in the card (default: the table names)"
+    )
     evaluate.add_argument("--pooling", choices=["mean", "last"], help="probe, audio: frames pooled (default mean)")
     evaluate.add_argument("--output", help="probe: write the metrics JSON here")
     evaluate.add_argument("--confusion-matrix", help="probe: write the linear probe's confusion matrix PNG here")

@@ -131,6 +131,22 @@ def test_cpc_recipe_trains_and_exports_an_encoder_of_contexts(tmp_path):
     assert card.data.pipeline_tag == "feature-extraction" and "cpc" in card.data.tags
 
 
+def test_audiofolder_recipe_trains_on_librispeech_flac_with_speakers_from_the_file_names(tmp_path, capsys):
+    from conftest import SHARED_DATA
+
+    from mmcontrast.cli import main
+
+    folder = SHARED_DATA / "librispeech-mini" / "test_db"
+    if not folder.is_dir():
+        pytest.skip(f"shared LibriSpeech clips not found at {folder}")
+    small = ["model.audio.options={width: 32, norm: channel}", "model.audio.context.dim=32", "model.negatives=16"]
+    run = ["train.max_steps=2", "train.batch_size=2", "train.progress_bar=false"]
+    assert main(["train", "recipes/cpc_audiofolder.yaml", f"output_dir={tmp_path}", *small, *run]) == 0
+    assert "9 clips of 6 speaker(s)" in capsys.readouterr().out  # 9 flac files under SPEAKER/CHAPTER/, 6 speakers
+    encoder = AudioEncoder.from_pretrained(tmp_path / "model")
+    assert encoder.sample_rate == 16000 and encoder.hop == 160  # 10 ms frames: the phone labels' rate
+
+
 @pytest.mark.slow
 def test_cpc_recipe_learns_on_spoken_digits(tmp_path):
     """The shipped recipe's settings (speaker batches, speaker negatives, width 256, K=12, N=128) at lr 2e-3 for

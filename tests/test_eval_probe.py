@@ -183,3 +183,75 @@ def test_context_encoder_last_pooling_uses_the_contexts(fsdd_tables, tmp_path, c
     assert main([*argv, "--pooling", "last", "--baselines", "random-init"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["results"]["model"]["dim"] == 12 and report["results"]["random-init"]["dim"] == 12
+
+
+def test_update_card_writes_model_index_entries_once(fsdd_tables, audio_model, tmp_path, capsys):
+    """--update-card: the model's probe accuracies become model-index entries of the folder's card (parsed back by
+    huggingface_hub); a re-run replaces them, another probe adds its own, and the rest of the card is kept."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from mmcontrast.hub.model_card import CardInfo, write_model_card
+
+    model = Path(shutil.copytree(audio_model, tmp_path / "model"))
+    write_model_card(
+        model,
+        CardInfo(
+            title="a CPC encoder",
+            description="Trained for a test.",
+            library_name="mmcontrast",
+            pipeline_tag="feature-extraction",
+            usage="print('hello')",
+            recipe="method: cpc\n",
+            results=[("audio-classification", "fsdd", "zero-shot top1", 0.5)],
+        ),
+    )
+    train, test = fsdd_tables
+    argv = ["eval", "probe", "--model", str(model), "--train", str(train), "--test", str(test), "--update-card"]
+    for _ in range(2):
+        assert main([*argv, "--label", "digit", "--k", "5"]) == 0
+        report = json.loads(capsys.readouterr().out)
+    assert report["model_card"] == str(model / "README.md")
+    card = ModelCard.load(model / "README.md")
+    assert card.data.pipeline_tag == "feature-extraction" and card.data.model_name == "a CPC encoder"
+    results = [(r.task_type, r.dataset_name, r.metric_name, r.metric_value) for r in card.data.eval_results]
+    dataset = f"{test.parent.name} (train.csv / test.csv)"
+    scores = report["results"]["model"]
+    assert sorted(results) == sorted(
+        [
+            ("audio-classification", "fsdd", None, 0.5),
+            ("audio-classification", dataset, "linear probe accuracy (digit, mean)", scores["linear_probe_top1"]),
+            ("audio-classification", dataset, "5-NN accuracy (digit, mean)", scores["knn_top1"]),
+        ]
+    )
+    assert all(r.metric_type == "accuracy" for r in card.data.eval_results if r.metric_name)
+    text = (model / "README.md").read_text()
+    assert text.count("## Probe results") == 1 and text.count("linear probe accuracy (digit, mean)") == 2
+    assert "# a CPC encoder" in text and "print('hello')" in text and "method: cpc" in text
+    assert text.index("## Probe results") < text.index("## Training")
+    # another probe (label, dataset name) adds its entries next to the first ones
+    assert main([*argv, "--label", "speaker", "--k", "5", "--dataset-name", "fsdd-speakers"]) == 0
+    capsys.readouterr()
+    card = ModelCard.load(model / "README.md")
+    names = [(r.dataset_name, r.metric_name) for r in card.data.eval_results]
+    assert len(names) == 5 and ("fsdd-speakers", "linear probe accuracy (speaker, mean)") in names
+    assert (model / "README.md").read_text().count("| audio-classification |") == 5  # 1 recipe row + 4 probe rows
+
+
+def test_update_card_creates_a_card_for_a_bare_folder(tmp_path):
+    """A folder without README.md gets a minimal card with the modality's pipeline tag."""
+    from huggingface_hub import ModelCard
+
+    from mmcontrast.hub.model_card import update_card_results
+
+    (tmp_path / "enc").mkdir()
+    update_card_results(
+        tmp_path / "enc", [("image-classification", "digits", "linear probe accuracy", 0.9)], modality="image"
+    )
+    card = ModelCard.load(tmp_path / "enc" / "README.md")
+    assert card.data.pipeline_tag == "image-feature-extraction" and card.data.library_name == "mmcontrast"
+    (entry,) = card.data.eval_results
+    assert (entry.task_type, entry.dataset_name, entry.metric_value) == ("image-classification", "digits", 0.9)
+    with pytest.raises(ValueError, match="not a local model folder"):
+        update_card_results(tmp_path / "nope", [], modality="image")

@@ -105,6 +105,7 @@ def load_encoder(folder: str | Path, *, random_init: bool = False, seed: int = 0
                 config["kind"],
                 sample_rate=config["sample_rate"],
                 pooling=config.get("pooling", "mean"),
+                normalize=config.get("normalize", False),
                 **extra,
                 **config["options"],
             )
@@ -263,22 +264,28 @@ def encoder_features(
     return loaded.model.encode(list(inputs), batch_size, show_progress=True, desc=desc or "text features")
 
 
-def mfcc_features(waveforms: Sequence[torch.Tensor], sample_rate: int, *, pooling: str = "mean") -> torch.Tensor:
-    """MFCC baseline features (see the module docstring): ``[N, 26]`` mean and std over time (``mean``) or
-    ``[N, 13]``, the last frame (``last``). Clips shorter than one window are zero padded to it."""
+def mfcc_transform(sample_rate: int) -> Any:
+    """The baselines' :class:`torchaudio.transforms.MFCC` at ``sample_rate``: 13 coefficients, 40 mel bands, 25 ms
+    windows every 10 ms, ``center=False`` (a frame sees only its own window)."""
     import torchaudio.transforms
 
-    window = round(MFCC_WINDOW_SECONDS * sample_rate)
-    transform = torchaudio.transforms.MFCC(
+    return torchaudio.transforms.MFCC(
         sample_rate=sample_rate,
         n_mfcc=MFCC_COEFFICIENTS,
         melkwargs={
-            "n_fft": window,
+            "n_fft": round(MFCC_WINDOW_SECONDS * sample_rate),
             "hop_length": round(MFCC_HOP_SECONDS * sample_rate),
             "n_mels": MFCC_MELS,
             "center": False,
         },
     )
+
+
+def mfcc_features(waveforms: Sequence[torch.Tensor], sample_rate: int, *, pooling: str = "mean") -> torch.Tensor:
+    """MFCC baseline features (see the module docstring): ``[N, 26]`` mean and std over time (``mean``) or
+    ``[N, 13]``, the last frame (``last``). Clips shorter than one window are zero padded to it."""
+    transform = mfcc_transform(sample_rate)
+    window = transform.MelSpectrogram.spectrogram.n_fft
     features = []
     for waveform in tqdm(waveforms, desc="mfcc features", leave=False):
         if waveform.shape[-1] < window:

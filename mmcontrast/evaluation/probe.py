@@ -278,8 +278,8 @@ def probe_encoder_folder(
     kNN on ``train`` and scores them on ``test``; the same for each of ``baselines`` (``random-init``, ``mfcc``).
 
     Returns:
-        A JSON-ready report: ``model``, ``modality``, ``format``, ``label``, ``pooling``, ``classes``,
-        ``train_rows``, ``test_rows``, ``skipped`` (``{"train": [[file, reason], ...], "test": [...]}``),
+        A JSON-ready report: ``model``, ``modality``, ``format``, ``train``, ``test``, ``label``, ``pooling``,
+        ``classes``, ``train_rows``, ``test_rows``, ``skipped`` (``{"train": [[file, reason], ...], "test": [...]}``),
         ``results`` (``{"model" | "random-init" | "mfcc": {"linear_probe_top1", "knn_top1", "knn_k", "dim"}}``)
         and ``confusion_matrix`` (the PNG of the model's linear probe, when asked).
 
@@ -327,6 +327,8 @@ def probe_encoder_folder(
         "model": str(model),
         "modality": loaded.modality,
         "format": loaded.format,
+        "train": str(train),
+        "test": str(test),
         "label": label,
         "pooling": pooling,
         "classes": classes,
@@ -361,3 +363,32 @@ def probe_encoder_folder(
             )
             report["confusion_matrix"] = str(confusion_matrix)
     return report
+
+
+def probe_card_results(report: dict[str, Any], dataset_name: str | None = None) -> list[tuple[str, str, str, float]]:
+    """The model's probe accuracies of a :func:`probe_encoder_folder` or
+    :func:`~mmcontrast.evaluation.frame_probe.probe_frames` report as model-card results (task type, dataset name,
+    metric name, value), for :func:`mmcontrast.hub.model_card.update_card_results`.
+
+    The task follows the modality (``audio-classification``, ``image-classification``, ``text-classification``);
+    the dataset is ``dataset_name`` or, by default, the tables' folder and file names (the label file's, for a frame
+    probe); the metric names say the probe, the label and the pooling (``frames`` for a frame probe), e.g.
+    ``linear probe accuracy (digit, mean)`` and ``20-NN accuracy (digit, mean)``. Baselines are not the model's
+    results and are left out.
+    """
+    from mmcontrast.hub.model_card import PROBE_TASKS
+
+    if dataset_name is None:
+        if report.get("level") == "frame":
+            frames = Path(report["frames"])
+            dataset_name = f"{frames.parent.name} ({frames.name})"
+        else:
+            train, test = Path(report["train"]), Path(report["test"])
+            dataset_name = f"{test.parent.name} ({train.name} / {test.name})"
+    scores = report["results"]["model"]
+    how = "frames" if report.get("level") == "frame" else report["pooling"]
+    task = PROBE_TASKS[report["modality"]]
+    return [
+        (task, dataset_name, f"linear probe accuracy ({report['label']}, {how})", scores["linear_probe_top1"]),
+        (task, dataset_name, f"{scores['knn_k']}-NN accuracy ({report['label']}, {how})", scores["knn_top1"]),
+    ]

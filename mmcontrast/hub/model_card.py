@@ -130,3 +130,102 @@ def training_curve(log_history: Sequence[dict[str, Any]], model_dir: Path) -> st
     if not any("loss" in record for record in log_history):
         return None
     return plot_training_curve(log_history, model_dir / "training_curve.png").name
+
+
+PROBE_TASKS = {"audio": "audio-classification", "image": "image-classification", "text": "text-classification"}
+"""The Hub task of a probe's model-index entry, by the encoder's modality."""
+_NEW_CARD_PIPELINES = {"audio": "feature-extraction", "image": "image-feature-extraction", "text": "feature-extraction"}
+_PROBE_BLOCK = ("<!-- mmcontrast probe results -->", "<!-- end mmcontrast probe results -->")
+
+
+def update_card_results(
+    directory: str | Path,
+    results: Sequence[tuple[str, str, str, float]],
+    *,
+    modality: str,
+    metric_type: str = "accuracy",
+    dataset_split: str = "test",
+) -> Path:
+    """Add ``results`` (task type, dataset name, metric name, value) to the model card of ``directory`` as
+    model-index entries, replacing any entry of the same task, dataset and metric name; the rest of the card is kept.
+
+    The YAML header is read and written by huggingface_hub (``ModelCard.load`` / ``save``); the body gets a
+    "Probe results" table between HTML comment markers, rewritten in place on later runs. A folder without a
+    ``README.md`` gets a minimal card (library ``mmcontrast``, the pipeline tag of its ``modality``).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"--update-card: '{directory}' is not a local model folder; the card is its README.md")
+    path = directory / "README.md"
+    if path.is_file():
+        try:
+            card = ModelCard.load(path)
+        except Exception as error:  # huggingface_hub raises ValueError / YAMLError for a broken header
+            raise ValueError(
+                f"--update-card: the model card '{path}' has a YAML header huggingface_hub cannot read ({error}); "
+                "fix or remove its front matter"
+            ) from error
+    else:
+        data = ModelCardData(
+            library_name="mmcontrast",
+            pipeline_tag=_NEW_CARD_PIPELINES.get(modality, "feature-extraction"),
+            tags=["mmcontrast", "contrastive-learning", modality],
+        )
+        card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n# {directory.resolve().name}\n")
+    new = [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=dataset_split,
+            metric_type=metric_type,
+            metric_name=metric,
+            metric_value=float(value),
+        )
+        for task, dataset, metric, value in results
+    ]
+    replaced = {(item.task_type, item.dataset_name, item.metric_name) for item in new}
+    kept = [
+        item
+        for item in card.data.eval_results or []
+        if (item.task_type, item.dataset_name, item.metric_name) not in replaced
+    ]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or directory.resolve().name
+    if not card.data.pipeline_tag:
+        card.data.pipeline_tag = _NEW_CARD_PIPELINES.get(modality, "feature-extraction")
+    card.text = _with_probe_table(
+        card.text, [(i.task_type, i.dataset_name, i.metric_name, i.metric_value) for i in new]
+    )
+    card.save(path)
+    return path
+
+
+def _with_probe_table(text: str, results: Sequence[tuple[str, str, str, float]]) -> str:
+    """``text`` with its probe-results block holding ``results`` merged into the rows it already has (same task,
+    dataset and metric: replaced); the block goes before ``## Training`` when it is new, else at the end."""
+    start, end = _PROBE_BLOCK
+    rows: dict[tuple[str, str, str], str] = {}
+    before, after = text, ""
+    if start in text and end in text.split(start, 1)[1]:
+        before, rest = text.split(start, 1)
+        block, after = rest.split(end, 1)
+        for line in block.splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) == 4 and cells[0] not in ("task", "") and not set(cells[0]) <= {"-"}:
+                rows[(cells[0], cells[1], cells[2])] = cells[3]
+    for task, dataset, metric, value in results:
+        rows[(task, dataset, metric)] = f"{value:.4f}"
+    table = ["| task | dataset | metric | value |", "|---|---|---|---|"]
+    table += [f"| {task} | {dataset} | {metric} | {value} |" for (task, dataset, metric), value in rows.items()]
+    block = (
+        f"{start}\n## Probe results\n\nFrozen-feature probes (`mmcontrast eval probe`), scored on held-out data.\n\n"
+        + "\n".join(table)
+        + f"\n{end}"
+    )
+    if start in text:
+        return before + block + after
+    if "\n## Training" in text:
+        head, tail = text.split("\n## Training", 1)
+        return f"{head.rstrip()}\n\n{block}\n\n## Training{tail}"
+    return f"{text.rstrip()}\n\n{block}\n"
