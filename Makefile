@@ -34,6 +34,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sbert_vs_st.py
 	$(BIN)/python benchmarks/clip_vs_open_clip.py
+	$(BIN)/python benchmarks/clap_vs_transformers.py
 	$(BIN)/python benchmarks/cached_step_bench.py
 	$(BIN)/python benchmarks/loss_bench.py
 

@@ -31,7 +31,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, send_to_device, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    ProjectConfiguration,
+    send_to_device,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -251,6 +257,18 @@ class Trainer:
         self.run_id, self.log_history = state["run_id"], state["log_history"]
         return step
 
+    def _gradient_norm(self, accelerator: Accelerator, config: TrainingConfig) -> torch.Tensor | None:
+        """The total gradient norm, clipped to ``max_grad_norm`` when it is set; None under fp16 (the grad scaler
+        skips non-finite steps itself). Without clipping, a DDP / single-process run only measures the norm of its
+        (already reduced) gradients, leaving them untouched; FSDP's sharded norm goes through Accelerate."""
+        if config.mixed_precision == "fp16" and not config.max_grad_norm:
+            return None
+        if config.max_grad_norm or accelerator.distributed_type == DistributedType.FSDP:
+            norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or math.inf)
+            return None if config.mixed_precision == "fp16" else norm
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return torch.nn.utils.get_total_norm(gradients) if gradients else None
+
     def _diverged(self, step: int, what: str) -> TrainingDivergedError:
         rate = self.scheduler.get_last_lr()[0]
         return TrainingDivergedError(
@@ -359,9 +377,8 @@ class Trainer:
                 window_rows += _rows(batch)
                 if not boundary:
                     continue
-                # clipping at inf only measures the norm (the gradients are multiplied by 1.0: unchanged)
-                norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or math.inf)
-                if norm is not None and not torch.isfinite(norm) and config.mixed_precision != "fp16":
+                norm = self._gradient_norm(accelerator, config)
+                if norm is not None and not torch.isfinite(norm):
                     raise self._diverged(step + 1, f"the gradient norm is {float(norm)}")
                 self.optimizer.step()
                 self.scheduler.step()

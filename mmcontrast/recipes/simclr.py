@@ -1,28 +1,46 @@
-"""The SimCLR recipe: unlabelled images -> augmented views -> backbone + MLP head -> a generic encoder folder.
+"""The SimCLR recipe: unlabelled images or audio clips -> augmented views -> backbone + MLP head -> an encoder folder.
 
-The projection head only serves the loss: the export keeps the backbone (``ImageEncoder.save_pretrained``:
-safetensors + config.json + model card), which ``ImageEncoder.from_pretrained(folder)`` loads back. The
-representation is scored by kNN and linear probes on frozen features of labelled images.
+One recipe for both modalities: `model.image` (the default) or `model.audio` picks the adapter, and with it the
+views (`views:` for images, `views.audio:` for audio) and the data (`data:` for images, `data.audio:` for audio,
+the `data:` section of the CPC recipe). The projection head only serves the loss: the export keeps the backbone
+(``ImageEncoder.save_pretrained`` / ``AudioEncoder.save_pretrained``: safetensors + config.json + model card),
+which ``ImageEncoder.from_pretrained(folder)`` / ``AudioEncoder.from_pretrained(folder)`` loads back. An image
+backbone is scored during the run by kNN and linear probes on frozen features of labelled images; an audio backbone
+after it, with ``mmcontrast eval probe`` (docs/audio.md).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 
+from mmcontrast.data.audio import DecodedAudio, load_audio_rows, split_by_take
 from mmcontrast.data.images import DecodedImages, ImageRows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.probe import FrozenFeatureProbe, Weighting
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.simclr import SimCLR
+from mmcontrast.modalities.audio import AudioEncoder
 from mmcontrast.modalities.heads import HeadKind, projection_head
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
+from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
+from mmcontrast.recipes.cpc import SpeechDataConfig
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
-from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt, Range, Seed
+from mmcontrast.typed_config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    UnitFloat,
+)
+from mmcontrast.views.audio import AudioViews, AudioViewsDataset, LogMel, SpecAugment, audio_views
 from mmcontrast.views.simclr import ViewsDataset, simclr_transform
 
 _USAGE = """import torch
@@ -32,6 +50,15 @@ from mmcontrast.modalities.image import ImageEncoder
 encoder = ImageEncoder.from_pretrained("{path}")  # a local folder or a Hub repo id; eval mode, no projection head
 with torch.no_grad():
     features = encoder(encoder.preprocess([Image.open("my_image.png")]))  # [1, {dim}]"""
+
+_AUDIO_USAGE = """import torch
+from mmcontrast.data.audio import load_audio
+from mmcontrast.modalities.audio import AudioEncoder
+
+encoder = AudioEncoder.from_pretrained("{path}")  # eval mode, no projection head
+waveform, _ = load_audio("clip.wav", encoder.sample_rate)  # mono, resampled to {rate} Hz
+with torch.no_grad():
+    embedding = encoder.embed(waveform[None])  # [1, {dim}]: frames pooled ({pooling}), as in training"""
 
 
 @dataclass
@@ -57,7 +84,10 @@ class SimclrModelConfig:
     """Backbone, head and loss (`model:` section).
 
     Attributes:
-        image: the backbone, kept after training.
+        image: the image backbone, kept after training (image SimCLR, the default).
+        audio: instead, the audio backbone (an audio SimCLR recipe: it also reads `views.audio` and `data.audio`),
+            with the `model.audio` keys of the cpc and clap recipes; its frames are pooled (`pooling`) into one
+            embedding per clip.
         head: the projection head.
         temperature: NT-Xent temperature (SimCLR: 0.5 at batch 256..4096; lower is sharper).
         gather: use the views of every process as negatives (exact NT-Xent of the global batch).
@@ -65,6 +95,7 @@ class SimclrModelConfig:
     """
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    audio: AudioTowerConfig | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
     temperature: PositiveFloat = 0.5
     gather: bool = True
@@ -72,16 +103,66 @@ class SimclrModelConfig:
 
 
 @dataclass
+class SpecAugmentConfig:
+    """SpecAugment on log-mel views (`views.audio.spec_augment:` section; a `mel` encoder only).
+
+    Attributes:
+        freq_mask: widest frequency mask (mel bins).
+        time_mask: longest time mask (frames).
+        freq_masks: frequency masks per view.
+        time_masks: time masks per view.
+    """
+
+    freq_mask: NonNegativeInt = 8
+    time_mask: NonNegativeInt = 10
+    freq_masks: NonNegativeInt = 1
+    time_masks: NonNegativeInt = 1
+
+
+@dataclass
+class AudioViewsConfig:
+    """Audio views, drawn per row from the same seed as image views (`views.audio:` section; audio recipes only).
+
+    Steps in order (mmcontrast.views.audio): random crop, speed change, time shift, gain, noise, then for a `mel`
+    encoder optionally log-mel + SpecAugment.
+
+    Attributes:
+        seconds: length of the random crop; clips shorter than it are zero padded. null: whole clips, padded per
+            batch with an attention mask (the encoder pools only their own frames).
+        gain_db: [min, max] gain in dB; null: no gain.
+        snr_db: [min, max] SNR in dB of the added white noise; null: no noise.
+        noise_p: probability of adding noise.
+        shift_seconds: largest time shift (zero fill); 0: no shift.
+        speed: [min, max] speed factor (resampling: pitch moves with it); null: no speed change.
+        speed_p: probability of a speed change.
+        spec_augment: time / frequency masks on log-mel views (a `mel` encoder, with `seconds` set: log-mel views
+            must share one length); null: waveform views.
+    """
+
+    seconds: PositiveFloat | None = 1.0
+    gain_db: list[FiniteFloat] | None = field(default_factory=lambda: [-6.0, 6.0])
+    snr_db: list[FiniteFloat] | None = field(default_factory=lambda: [10.0, 40.0])
+    noise_p: UnitFloat = 0.5
+    shift_seconds: NonNegativeFloat = 0.05
+    speed: list[PositiveFloat] | None = field(default_factory=lambda: [0.9, 1.1])
+    speed_p: UnitFloat = 0.5
+    spec_augment: SpecAugmentConfig | None = None
+
+
+@dataclass
 class ViewsConfig:
     """SimCLR's augmentations, drawn per row from a seed (`views:` section).
 
+    The image keys (`strength` to `grayscale`) make image views; an audio recipe sets `views.audio` instead.
+
     Attributes:
-        num_views: views per image (2 in SimCLR; more gives the mean NT-Xent over pairs of views).
+        num_views: views per example (2 in SimCLR; more gives the mean NT-Xent over pairs of views).
         strength: colour-jitter strength s (brightness, contrast, saturation 0.8s, hue 0.2s; p = 0.8); 0: none.
         crop_scale: [min, max] fraction of the image area kept by the random resized crop.
         flip: random horizontal flip (turn off where mirroring changes the meaning: digits, text).
         blur: Gaussian blur with p = 0.5, kernel ~10% of the side.
         grayscale: random grayscale with p = 0.2.
+        audio: the audio views (audio recipes: `model.audio`).
         seed: seed of the views (default: `train.seed`); row i of epoch e always gets the same views.
     """
 
@@ -91,6 +172,7 @@ class ViewsConfig:
     flip: bool = True
     blur: bool = True
     grayscale: bool = True
+    audio: AudioViewsConfig = field(default_factory=AudioViewsConfig)
     seed: Seed | None = None
 
 
@@ -98,18 +180,24 @@ class ViewsConfig:
 class ImageDataConfig:
     """Training images; labels and captions, if any, are not used (`data:` section).
 
+    The image keys (`train` to `limit`) read images; an audio recipe sets `data.audio` instead.
+
     Attributes:
         train: `sklearn:digits`, an image folder (one sub-folder per class, or `metadata.csv`/`.jsonl`), or a
             csv / json / jsonl of image paths.
         split: split of `sklearn:digits` (`train`, `test`, `all`).
         image_size: side of the rendered digits.
         limit: use only the first N images.
+        audio: training audio of an audio recipe (`model.audio`): the CPC recipe's `data:` keys (`train`,
+            `pattern`, `exclude_takes`, `limit`; `batches: speaker` makes each batch one speaker's clips, whose
+            negatives then differ in content, not in voice); `window` is CPC's and is not used.
     """
 
     train: str = "sklearn:digits"
     split: str = "train"
     image_size: PositiveInt = 32
     limit: PositiveInt | None = None
+    audio: SpeechDataConfig | None = None
 
 
 @dataclass
@@ -118,7 +206,7 @@ class ProbeEvalConfig:
 
     Attributes:
         train: labelled images the probes are fit on: `sklearn:digits` or a folder with one sub-folder per
-            class; null disables the probes.
+            class; null disables the probes (audio recipes: null; probe the export with `mmcontrast eval probe`).
         train_split: split of `sklearn:digits` for `train`.
         test: labelled images the probes are scored on (default: the same source as `train`).
         test_split: split of `sklearn:digits` for `test`.
@@ -145,14 +233,14 @@ class ProbeEvalConfig:
 
 @dataclass
 class SimclrRecipe(RecipeBase):
-    """SimCLR: an image backbone trained by NT-Xent between augmented views of each image.
+    """SimCLR: an image or audio backbone trained by NT-Xent between augmented views of each example.
 
     Attributes:
         method: `simclr`.
-        model: backbone, projection head and loss.
+        model: backbone (`model.image` or `model.audio`), projection head and loss.
         views: the augmentations.
-        data: training images.
-        eval: frozen-feature probes.
+        data: training images (or `data.audio`: training audio).
+        eval: frozen-feature probes of image backbones during the run (audio: null; probe the export).
     """
 
     method: Literal["simclr"] = "simclr"
@@ -191,17 +279,168 @@ def probe(recipe: SimclrRecipe) -> FrozenFeatureProbe | None:
     )
 
 
+def _changed(config: Any, default: Any, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys of the section ``config`` whose values differ from ``default`` (the keys a recipe set)."""
+    return [
+        f"{prefix}{f.name}"
+        for f in fields(config)
+        if f.name not in skip and getattr(config, f.name) != getattr(default, f.name)
+    ]
+
+
+def modality(recipe: SimclrRecipe) -> Literal["image", "audio"]:
+    """`audio` when `model.audio` is set, else `image`; refuses, by key, the other modality's settings.
+
+    Raises:
+        ValueError: image keys in an audio recipe (or audio keys in an image recipe), an audio recipe without
+            `data.audio`, or with the in-run image probes still on.
+    """
+    model, views, data = recipe.model, recipe.views, recipe.data
+    if model.audio is None:
+        stray = _changed(views.audio, AudioViewsConfig(), "views.audio.") + (["data.audio"] if data.audio else [])
+        if stray:
+            raise ValueError(
+                f"{', '.join(stray)}: audio settings in an image SimCLR recipe; set model.audio for audio SimCLR, or "
+                "remove them"
+            )
+        return "image"
+    stray = (
+        _changed(model.image, ImageTowerConfig(), "model.image.")
+        + _changed(views, ViewsConfig(), "views.", skip=("num_views", "audio", "seed"))
+        + _changed(data, ImageDataConfig(), "data.", skip=("audio",))
+    )
+    if stray:
+        raise ValueError(
+            f"{', '.join(stray)}: image settings in an audio SimCLR recipe (model.audio is set); remove them (audio "
+            "views go in views.audio, audio data in data.audio)"
+        )
+    if data.audio is None or not data.audio.train:
+        raise ValueError(
+            "data.audio.train is not set: an audio SimCLR recipe (model.audio) reads its clips from data.audio (an "
+            "audio folder or a table of audio paths; see recipes/simclr_fsdd.yaml)"
+        )
+    if data.audio.window != SpeechDataConfig().window:
+        raise ValueError("data.audio.window is CPC's training window; SimCLR crops its views to views.audio.seconds")
+    if recipe.eval.train:
+        raise ValueError(
+            "eval.train: the in-run probes score images; an audio SimCLR recipe sets eval.train: null and probes the "
+            "exported encoder with `mmcontrast eval probe --model OUTPUT_DIR/model` (docs/audio.md)"
+        )
+    return "audio"
+
+
+def _head(recipe: SimclrRecipe, embedding_dim: int) -> Any:
+    head = recipe.model.head
+    return projection_head(
+        head.kind, embedding_dim, head.out_dim, hidden_dim=head.hidden_dim, batch_norm=head.batch_norm
+    )
+
+
+def _pair(values: list[float] | None, key: str) -> tuple[float, float] | None:
+    if values is None:
+        return None
+    if len(values) != 2:
+        raise ValueError(f"{key} must be [min, max], got {values}")
+    return float(values[0]), float(values[1])
+
+
+def audio_view_pipeline(config: AudioViewsConfig, encoder: AudioEncoder) -> AudioViews:
+    """The audio views a `views.audio` section describes, for ``encoder`` (its rate, shortest input, front end)."""
+    log_mel = spec_augment = None
+    if config.spec_augment is not None:
+        if encoder.kind != "mel":
+            raise ValueError(
+                f"views.audio.spec_augment masks log-mel views: it needs model.audio.kind mel, got {encoder.kind!r}"
+            )
+        if config.seconds is None:
+            raise ValueError("views.audio.spec_augment: log-mel views must share one length; set views.audio.seconds")
+        log_mel = LogMel.from_encoder(encoder)
+        masks = config.spec_augment
+        spec_augment = SpecAugment(masks.freq_mask, masks.time_mask, masks.freq_masks, masks.time_masks)
+    return audio_views(
+        encoder.sample_rate,
+        config.seconds,
+        gain_db=_pair(config.gain_db, "views.audio.gain_db"),
+        snr_db=_pair(config.snr_db, "views.audio.snr_db"),
+        noise_p=config.noise_p,
+        shift_seconds=config.shift_seconds,
+        speed=_pair(config.speed, "views.audio.speed"),
+        speed_p=config.speed_p,
+        min_samples=encoder.min_samples,
+        standardize=encoder.normalize and log_mel is not None,  # log-mel inputs skip the encoder's normalisation
+        log_mel=log_mel,
+        spec_augment=spec_augment,
+    )
+
+
+def _export(recipe: SimclrRecipe, raw: dict[str, Any]) -> Any:
+    return lambda trained, result, output_dir, model_dir: export(trained, recipe, raw, result, output_dir, model_dir)
+
+
+def _audio_parts(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
+    """Audio backbone, head, method, seeded audio views of the training clips and their batch sampler."""
+    tower, data = recipe.model.audio, recipe.data.audio
+    assert tower is not None and data is not None  # checked by modality()
+    if tower.max_seconds is not None or tower.feature_extractor is not None:
+        raise ValueError(
+            "model.audio.max_seconds / feature_extractor: audio SimCLR crops clips in its views "
+            "(views.audio.seconds) and takes cpc, mel or waveform transformers encoders"
+        )
+    encoder = build_audio_tower(tower)
+    model = recipe.model
+    method = SimCLR(
+        encoder,
+        _head(recipe, encoder.embedding_dim),
+        modality="audio",
+        temperature=model.temperature,
+        gather=model.gather,
+        chunk_size=model.loss_chunk_size,
+    )
+    pipeline = audio_view_pipeline(recipe.views.audio, encoder)
+    rows = load_audio_rows(
+        data.train, pattern=data.pattern, speaker_column=data.speaker_column, sample_rate=encoder.sample_rate
+    )
+    if rows.skipped or rows.resampled or rows.mixed_down:
+        print(f"data.audio.train '{data.train}': {rows.report()}")
+    if data.exclude_takes:
+        rows, held_out = split_by_take(rows, data.exclude_takes)
+        print(f"data.audio: {len(held_out.rows)} clips of takes {data.exclude_takes} left out of training")
+    clips = rows.rows[: data.limit] if data.limit else rows.rows
+    if not clips:
+        raise ValueError(f"data.audio.train '{data.train}': no clips left to train on")
+    seed = recipe.train.seed if recipe.views.seed is None else recipe.views.seed
+    dataset = AudioViewsDataset(
+        DecodedAudio(clips, encoder.sample_rate), pipeline, seed=seed, num_views=recipe.views.num_views
+    )
+    if data.batches == "speaker":
+        speakers = [row.get("speaker") for row in clips]
+        if any(speaker is None for speaker in speakers):
+            raise ValueError(
+                f"data.audio.batches=speaker: some clips of '{data.train}' have no speaker; set data.audio.pattern "
+                "with a (?P<speaker>...) group, or data.audio.batches=shuffled"
+            )
+        sampler = grouped_batch_sampler(recipe.train, speakers)
+    else:
+        sampler = batch_sampler(recipe.train, len(dataset))
+    print(f"data.audio: {len(clips)} training clips at {encoder.sample_rate} Hz, {data.batches} batches")
+    return RecipeParts(
+        method=method,
+        dataset=dataset,
+        batch_sampler=sampler,
+        evaluators={},
+        export=_export(recipe, raw),
+        skipped_rows=len(rows.skipped),
+    )
+
+
 def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
-    """Backbone, head, method, seeded views of the training images, sampler and probes of a SimCLR recipe."""
+    """Backbone, head, method, seeded views of the training data, sampler and probes of a SimCLR recipe (image or
+    audio: :func:`modality`)."""
+    if modality(recipe) == "audio":
+        return _audio_parts(recipe, raw)
     model, data, views = recipe.model, recipe.data, recipe.views
     encoder = build_image_tower(model.image)
-    head = projection_head(
-        model.head.kind,
-        encoder.embedding_dim,
-        model.head.out_dim,
-        hidden_dim=model.head.hidden_dim,
-        batch_norm=model.head.batch_norm,
-    )
+    head = _head(recipe, encoder.embedding_dim)
     method = SimCLR(encoder, head, temperature=model.temperature, gather=model.gather, chunk_size=model.loss_chunk_size)
     if len(views.crop_scale) != 2:
         raise ValueError(f"views.crop_scale must be [min, max], got {views.crop_scale}")
@@ -234,9 +473,7 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         dataset=dataset,
         batch_sampler=batch_sampler(recipe.train, len(dataset)),
         evaluators=evaluators,
-        export=lambda trained, result, output_dir, model_dir: export(
-            trained, recipe, raw, result, output_dir, model_dir
-        ),
+        export=_export(recipe, raw),
         skipped_rows=len(rows.skipped),
     )
 
@@ -251,6 +488,8 @@ def export(
 ) -> Path:
     """Write the model folder (``model_dir``, which the run then moves to `OUTPUT_DIR/model`): the backbone only
     (safetensors + config.json), a model card and the curve."""
+    if method.modality == "audio":
+        return export_audio(method, recipe, raw, result, output_dir, model_dir)
     encoder = method.image_encoder
     encoder.save_pretrained(model_dir)
     source = recipe.eval.test or recipe.eval.train or ""
@@ -293,6 +532,50 @@ def export(
             datasets=[recipe.data.train],
             tags=["simclr", "self-supervised", "image-feature-extraction"],
             results=results,
+            image=training_curve(result.log_history, model_dir),
+        ),
+    )
+    return model_dir
+
+
+def export_audio(
+    method: SimCLR,
+    recipe: SimclrRecipe,
+    raw: dict[str, Any],
+    result: TrainingResult,
+    output_dir: Path,
+    model_dir: Path,
+) -> Path:
+    """The audio model folder: the audio encoder alone (``AudioEncoder.save_pretrained``, as the CPC recipe writes
+    it; the head is dropped), a model card (`feature-extraction`) and the curve."""
+    encoder = method.audio_encoder
+    encoder.save_pretrained(model_dir)
+    data, views = recipe.data.audio, recipe.views.audio
+    assert data is not None
+    held_out = f" (takes {data.exclude_takes} left out)" if data.exclude_takes else ""
+    length = f"{views.seconds:g} s crops" if views.seconds is not None else "whole clips"
+    masks = " and SpecAugment masks on log-mel views" if views.spec_augment is not None else ""
+    write_model_card(
+        model_dir,
+        CardInfo(
+            title=f"mmcontrast simclr audio encoder ({output_dir.name})",
+            description=(
+                f"An audio encoder (`{encoder.kind}`, {encoder.sample_rate} Hz, {encoder.embedding_dim}-dimensional "
+                f"features pooled ({encoder.pooling}) over its frames) trained from scratch with the SimCLR method of "
+                f"mmcontrast (NT-Xent between {recipe.views.num_views} augmented views of each clip: {length}, "
+                f"speed, time shift, gain and noise{masks}; temperature {recipe.model.temperature}) on "
+                f"`{data.train}`{held_out}. The projection head was dropped: the features are the encoder's. "
+                "Probe it with `mmcontrast eval probe --model FOLDER --train TABLE --test TABLE --label COLUMN`."
+            ),
+            library_name="mmcontrast",
+            pipeline_tag="feature-extraction",
+            usage=_AUDIO_USAGE.format(
+                path=output_dir / "model", rate=encoder.sample_rate, dim=encoder.embedding_dim, pooling=encoder.pooling
+            ),
+            recipe=yaml.safe_dump(raw, sort_keys=False),
+            datasets=[data.train],
+            tags=["simclr", "self-supervised", "audio", "feature-extraction"],
+            results=[],
             image=training_curve(result.log_history, model_dir),
         ),
     )

@@ -18,9 +18,12 @@ The steps:
 - :class:`LogMel` then :class:`SpecAugment`: time and frequency masks (:class:`torchaudio.transforms.TimeMasking`,
   :class:`torchaudio.transforms.FrequencyMasking`, Park et al. 2019, https://arxiv.org/abs/1904.08779) on the
   log-mel features that the ``mel`` audio encoder accepts;
-- :class:`RandomApply` applies a step with probability ``p``.
+- :class:`RandomApply` applies a step with probability ``p``;
+- :class:`PadTo` pads clips shorter than an encoder's shortest input; :class:`Standardize` scales a waveform to zero
+  mean and unit variance (what an encoder with ``normalize`` does to waveforms, done in the views before log-mel).
 
-:func:`audio_views` composes the usual pipeline; :func:`collate_audio_views` batches the views of equal length.
+:func:`audio_views` composes the usual pipeline; :func:`collate_audio_views` batches the views of equal length
+(:class:`mmcontrast.methods.simclr.SimCLR` also pads whole clips of different lengths, with an attention mask).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 import torch
 
-from mmcontrast.modalities.audio import crop_or_pad
+from mmcontrast.modalities.audio import crop_or_pad, normalize_waveforms
 from mmcontrast.views.simclr import ViewsDataset, view_seed
 
 AudioStep = Callable[[torch.Tensor], torch.Tensor]
@@ -148,6 +151,26 @@ class SpeedChange:
         return changed
 
 
+class PadTo:
+    """Zero pad clips shorter than ``length`` samples at the end (longer clips pass unchanged)."""
+
+    def __init__(self, length: int) -> None:
+        if length < 0:
+            raise ValueError(f"audio views: pad length must be >= 0, got {length}")
+        self.length = int(length)
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        return crop_or_pad(waveform, None, min_length=self.length)
+
+
+class Standardize:
+    """Scale a waveform ``[T]`` to zero mean and unit variance (:func:`mmcontrast.modalities.audio.normalize_waveforms`,
+    as an audio encoder with ``normalize`` does before its front end)."""
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        return normalize_waveforms(waveform[None])[0]
+
+
 class LogMel:
     """Waveform ``[T]`` -> log-mel ``[n_mels, F]``, the front end of the ``mel`` audio encoder (``center=False``)."""
 
@@ -219,7 +242,7 @@ class AudioViews:
 
 def audio_views(
     sample_rate: int,
-    seconds: float,
+    seconds: float | None,
     *,
     gain_db: tuple[float, float] | None = (-6.0, 6.0),
     snr_db: tuple[float, float] | None = (10.0, 40.0),
@@ -227,13 +250,21 @@ def audio_views(
     shift_seconds: float = 0.05,
     speed: tuple[float, float] | None = (0.9, 1.1),
     speed_p: float = 0.5,
+    min_samples: int = 0,
+    standardize: bool = False,
     log_mel: LogMel | None = None,
     spec_augment: SpecAugment | None = None,
 ) -> AudioViews:
-    """The usual audio view pipeline: random crop of ``seconds``, speed change (p = ``speed_p``), time shift, gain,
-    noise (p = ``noise_p``), then optionally log-mel + SpecAugment. A range of None (or 0 s shift) drops a step."""
-    length = max(1, round(seconds * sample_rate))
-    steps: list[AudioStep] = [RandomCrop(length)]
+    """The usual audio view pipeline: random crop of ``seconds`` (None: the whole clip), speed change
+    (p = ``speed_p``), time shift, gain, noise (p = ``noise_p``), padding to ``min_samples``, then optionally
+    :class:`Standardize` (``standardize``), log-mel + SpecAugment. A range of None (or 0 s shift) drops a step.
+
+    Give ``standardize`` with ``log_mel`` when the encoder normalises its waveforms (``normalize``): log-mel views
+    bypass that normalisation, so the views must do it for training to match what the encoder sees at inference.
+    """
+    steps: list[AudioStep] = []
+    if seconds is not None:
+        steps.append(RandomCrop(max(1, round(seconds * sample_rate))))
     if speed is not None:
         steps.append(RandomApply(SpeedChange(*speed), speed_p))
     if shift_seconds > 0:
@@ -242,6 +273,10 @@ def audio_views(
         steps.append(Gain(*gain_db))
     if snr_db is not None:
         steps.append(RandomApply(AddNoise(*snr_db), noise_p))
+    if min_samples > 0:
+        steps.append(PadTo(min_samples))
+    if standardize:
+        steps.append(Standardize())
     if log_mel is not None:
         steps.append(log_mel)
         if spec_augment is not None:
@@ -308,10 +343,12 @@ __all__ = [
     "AudioViewsDataset",
     "Gain",
     "LogMel",
+    "PadTo",
     "RandomApply",
     "RandomCrop",
     "SpecAugment",
     "SpeedChange",
+    "Standardize",
     "TimeShift",
     "audio_views",
     "collate_audio_views",
