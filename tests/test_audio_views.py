@@ -13,6 +13,7 @@ from mmcontrast.views.audio import (
     AddNoise,
     AudioViews,
     AudioViewsDataset,
+    CroppedAudio,
     Gain,
     LogMel,
     RandomApply,
@@ -159,3 +160,24 @@ def test_spec_augment_masks_log_mel_views_for_the_mel_encoder():
     flat = batch["input_values"].flatten(0, 1)
     with torch.no_grad():
         assert encoder.embed(flat).shape == (6, 8)
+
+
+def test_training_crops_depend_on_seed_epoch_and_row_only():
+    rows = [{"audio": torch.arange(1000, dtype=torch.float32) + 10_000 * i, "label": i} for i in range(3)]
+    rows.append({"audio": torch.ones(50), "label": 3})  # shorter than the crop: left as it is
+    crops = CroppedAudio(rows, 200, seed=7)
+    first = [crops[i]["audio"] for i in range(4)]
+    assert [len(a) for a in first] == [200, 200, 200, 50] and torch.equal(first[3], torch.ones(50))
+    for i in range(3):  # a window of the clip itself, contiguous
+        start = int(first[i][0]) - 10_000 * i
+        assert torch.equal(first[i], rows[i]["audio"][start : start + 200])
+    assert torch.equal(CroppedAudio(rows, 200, seed=7)[2]["audio"], first[2])  # no state carried between reads
+    assert all(crops[i]["label"] == i for i in range(4))
+    crops.set_epoch(1)
+    moved = [crops[i]["audio"] for i in range(3)]
+    assert any(not torch.equal(a, b) for a, b in zip(first, moved, strict=False))
+    crops.set_epoch(0)
+    assert all(torch.equal(crops[i]["audio"], first[i]) for i in range(3))
+    other_seed = CroppedAudio(rows, 200, seed=8)
+    assert any(not torch.equal(other_seed[i]["audio"], first[i]) for i in range(3))
+    assert torch.equal(pickle.loads(pickle.dumps(crops))[1]["audio"], first[1])  # DataLoader workers get the same

@@ -41,6 +41,7 @@ from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
 from mmcontrast.typed_config import NonNegativeInt, PositiveInt, Range
 from mmcontrast.typed_config import build as build_config
+from mmcontrast.views.audio import CroppedAudio
 
 PATTERNS = {"fsdd": FSDD_PATTERN}
 """Named file-name patterns for `data.pattern`."""
@@ -334,7 +335,11 @@ def build(recipe: ClapRecipe, raw: dict[str, Any]) -> RecipeParts:
     if data.limit is not None:
         rows.rows = rows.rows[: data.limit]
     print(f"data.train: {len(rows.rows)} clips at {rate} Hz" + (f", {len(held_out.rows)} held out" if held_out else ""))
-    dataset = DecodedAudio(rows)
+    dataset: Any = DecodedAudio(rows)
+    audio_tower = method.tower("audio")
+    max_samples = (audio_tower.tower if isinstance(audio_tower, ProjectedTower) else audio_tower).max_samples
+    if max_samples is not None:  # training crops seeded by (seed, epoch, row), cut in the DataLoader
+        dataset = CroppedAudio(dataset, max_samples, seed=recipe.train.seed)
     zero_shot = _zero_shot(recipe, held_out, rate)
     evaluators: dict[str, Any] = {"zero_shot": zero_shot} if zero_shot is not None else {}
     return RecipeParts(

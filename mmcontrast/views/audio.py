@@ -317,6 +317,38 @@ class AudioViewsDataset(ViewsDataset):
         return row
 
 
+class CroppedAudio(torch.utils.data.Dataset):
+    """Rows with an ``audio`` waveform -> the same rows with clips longer than ``length`` cut to a random window of
+    ``length`` samples: row ``index`` of epoch ``epoch`` is cut at an offset drawn from a generator seeded by
+    ``view_seed(seed, epoch, index)``, so the crops depend on that triple only (not on the DataLoader worker, the
+    process or a resume). Shorter clips are left as they are. The two-tower recipes' training crop.
+
+    Args:
+        rows: indexable rows, each a dict with a ``key`` waveform ``[T]``.
+        length: the longest clip kept, in samples.
+        seed: base seed of the crops.
+        key: the waveform's column.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], length: int, *, seed: int = 0, key: str = "audio") -> None:
+        if length < 1:
+            raise ValueError(f"CroppedAudio: length must be at least 1 sample, got {length}")
+        self.rows, self.length, self.seed, self.key, self.epoch = rows, int(length), int(seed), key, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Cut the crops of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = dict(self.rows[index])
+        generator = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, index))
+        row[self.key] = crop_or_pad(torch.as_tensor(row[self.key]), self.length, train=True, generator=generator)
+        return row
+
+
 def collate_audio_views(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Rows of :class:`AudioViewsDataset` -> ``input_values`` ``[B, V, ...]`` (views of one shape) and ``labels``.
 
