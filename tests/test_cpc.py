@@ -90,6 +90,49 @@ def test_cpc_learns_to_predict_the_future(tmp_path):
     assert sum(r["accuracy"] for r in last) / 3 > 2.5 * chance, last
 
 
+@pytest.mark.parametrize("similarity, temperature", [("dot", 1.0), ("dot", 0.5), ("cosine", 0.1)])
+def test_loss_scores_each_prediction_against_its_future_frame_and_its_negatives(similarity, temperature):
+    """The method's loss re-derived by hand: s(p, z) = p . z / d (CPC_audio) or cos(p, z), divided by the
+    temperature; cross-entropy with the true future frame at index 0, mean over positions, sum over steps."""
+    from mmcontrast.losses import sample_cpc_negatives
+
+    method = _method(sampling="batch", similarity=similarity, temperature=temperature).double()
+    clips, speakers = _tones(8)
+    windows = SpeakerWindows(clips, speakers, WINDOW)
+    batch = method.collate([windows[i] for i in range(3)])
+    batch["input_values"] = batch["input_values"].double()
+    embeddings = method.embed(batch)
+    torch.manual_seed(5)
+    loss = method.loss(embeddings, batch).loss
+    frames, context = embeddings["frames"], embeddings["context"]
+    size, length, dim = frames.shape
+    positions = length - method.steps
+    torch.manual_seed(5)
+    indices = sample_cpc_negatives(size, length, method.negatives, num_positions=positions, mode="batch")
+    flat = frames.reshape(size * length, dim)
+    expected = torch.zeros((), dtype=torch.float64)
+    for k, predict in enumerate(method.predictors, start=1):
+        step = []
+        for b in range(size):
+            for t in range(positions):
+                p = predict(context[b, t])
+                candidates = torch.cat([frames[b, t + k][None], flat[indices[b, t]]])
+                if similarity == "dot":
+                    scores = candidates @ p / dim
+                else:
+                    scores = torch.nn.functional.cosine_similarity(candidates, p[None], dim=1)
+                step.append(-torch.log_softmax(scores / temperature, dim=0)[0])
+        expected = expected + torch.stack(step).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_similarity_and_bad_temperature_are_refused():
+    with pytest.raises(ValueError, match="similarity must be 'dot' or 'cosine'"):
+        _method(similarity="euclidean")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        _method(temperature=0.0)
+
+
 def test_too_short_windows_name_the_keys():
     method = _method()
     batch = {"input_values": torch.zeros(2, 160 * 4), "speakers": torch.zeros(2, dtype=torch.long)}

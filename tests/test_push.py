@@ -515,6 +515,26 @@ def test_pushed_generic_encoder_loads_back_with_one_from_pretrained(hub, tmp_pat
     }  # the card and the rest stay behind
 
 
+def test_pushed_audio_encoder_loads_back_with_its_context_network(hub, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from mmcontrast.modalities.audio import AudioEncoder
+
+    torch.manual_seed(0)
+    encoder = AudioEncoder("cpc", sample_rate=8000, context={"type": "gru", "dim": 16}, normalize=True, width=16)
+    folder = encoder.save_pretrained(tmp_path / "model")
+    usage = 'encoder = AudioEncoder.from_pretrained("{folder}")'
+    write_model_card(folder, CardInfo("cpc", "A test CPC encoder.", "mmcontrast", "feature-extraction", usage, "cpc"))
+    push_model(folder, "alice/cpc")
+    pulled = AudioEncoder.from_pretrained("alice/cpc")
+    waveforms = torch.randn(2, 1600)
+    with torch.no_grad():
+        assert torch.equal(pulled(waveforms), encoder.eval()(waveforms))
+    assert pulled.normalize and pulled.context_net is not None
+    card = ModelCard.load(huggingface_hub.hf_hub_download("alice/cpc", "README.md"))
+    assert card.data.pipeline_tag == "feature-extraction"
+
+
 def test_push_to_hub_without_a_token_stops_before_training(tiny_bert_path, pairs_csv, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))

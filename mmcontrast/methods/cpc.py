@@ -35,6 +35,7 @@ from mmcontrast.modalities.audio import AudioEncoder
 
 Predictor = Literal["linear", "transformer"]
 Sampling = Literal["batch", "speaker", "sequence"]
+Similarity = Literal["dot", "cosine"]
 
 
 class CausalTransformerPredictor(nn.Module):
@@ -64,6 +65,8 @@ class CPC(Method):
         predictor: ``linear`` (``W_k``, the paper) or ``transformer`` (one causal layer per step, CPC_audio).
         sampling: where negatives come from: ``batch`` (any sequence of the batch), ``speaker`` (sequences of
             the query's speaker) or ``sequence`` (the query's own sequence).
+        similarity: ``dot`` (``a . b / d``, CPC_audio) or ``cosine`` (``cos(a, b)``, hCPC's ``normalizeCPCScore``).
+        temperature: the similarities are divided by it (1.0: CPC_audio; with ``cosine``, e.g. 0.1).
         gather: draw batch negatives from every process's sequences (exact cross-process CPC).
     """
 
@@ -75,6 +78,8 @@ class CPC(Method):
         negatives: int = 128,
         predictor: Predictor = "linear",
         sampling: Sampling = "speaker",
+        similarity: Similarity = "dot",
+        temperature: float = 1.0,
         gather: bool = False,
     ) -> None:
         super().__init__()
@@ -92,7 +97,12 @@ class CPC(Method):
             else CausalTransformerPredictor(context_dim, frame_dim)
             for _ in range(steps)
         )
+        if similarity not in ("dot", "cosine"):
+            raise ValueError(f"CPC similarity must be 'dot' or 'cosine', got {similarity!r}")
+        if not temperature > 0:
+            raise ValueError(f"CPC temperature must be positive, got {temperature}")
         self.steps, self.negatives, self.sampling, self.gather = steps, negatives, sampling, gather
+        self.similarity, self.temperature = similarity, temperature
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Equal-length windows (``waveform``) and their ``speaker`` indices -> a batch."""
@@ -149,7 +159,12 @@ class CPC(Method):
             )
         predictions = torch.stack([predict(context[:, :positions]) for predict in self.predictors], dim=2)
         indices = self._negative_indices(batch_size, length, positions, batch["speakers"].to(frames.device))
-        output = cpc_info_nce(predictions, frames, indices, gather=self.gather)
+        scoring = (
+            {"temperature": self.temperature}  # CPC_audio's a . b / d
+            if self.similarity == "dot"
+            else {"similarity": "cosine", "normalize_by_dim": False, "temperature": self.temperature}
+        )
+        output = cpc_info_nce(predictions, frames, indices, gather=self.gather, **scoring)
         accuracy = output.step_accuracy.detach().float().tolist()
         metrics = {f"accuracy_step{k + 1}": value for k, value in enumerate(accuracy)}
         metrics["accuracy"] = sum(accuracy) / len(accuracy)

@@ -15,7 +15,7 @@ from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.cpc import CPC
 from mmcontrast.recipes.audio_tower import AudioContextConfig, AudioTowerConfig, build_audio_tower
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
-from mmcontrast.typed_config import NonNegativeInt, PositiveInt
+from mmcontrast.typed_config import NonNegativeInt, PositiveFloat, PositiveInt
 from mmcontrast.views.windows import SpeakerWindows
 
 _USAGE = """from mmcontrast.modalities.audio import AudioEncoder
@@ -47,6 +47,8 @@ class CpcModelConfig:
         negatives: negatives per prediction (N).
         predictor: `linear` (one W_k per step, the paper) or `transformer` (one causal layer per step, CPC_audio).
         sampling: where negatives come from: `speaker` (sequences of the query's speaker), `batch` or `sequence`.
+        similarity: `dot` (a . b / d, CPC_audio's score) or `cosine`.
+        temperature: the scores are divided by it (1.0 with `dot`, as CPC_audio; e.g. 0.1 with `cosine`).
         gather: draw batch negatives from every process's sequences.
     """
 
@@ -55,6 +57,8 @@ class CpcModelConfig:
     negatives: PositiveInt = 128
     predictor: Literal["linear", "transformer"] = "linear"
     sampling: Literal["batch", "speaker", "sequence"] = "speaker"
+    similarity: Literal["dot", "cosine"] = "dot"
+    temperature: PositiveFloat = 1.0
     gather: bool = False
 
 
@@ -111,6 +115,8 @@ def build(recipe: CpcRecipe, raw: dict[str, Any]) -> RecipeParts:
         negatives=recipe.model.negatives,
         predictor=recipe.model.predictor,
         sampling=recipe.model.sampling,
+        similarity=recipe.model.similarity,
+        temperature=recipe.model.temperature,
         gather=recipe.model.gather,
     )
     rows = load_audio_rows(
