@@ -308,6 +308,8 @@ def plain_loop(
     epoch = 0
     while len(losses) < steps:
         batch_sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):  # the recipe's training crops, seeded by (seed, epoch, row), as the engine
+            dataset.set_epoch(epoch)
         # its own generator, so that the loader leaves the global RNG (dropout) alone, as the engine's does
         loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, generator=torch.Generator())
         for inputs in loader:

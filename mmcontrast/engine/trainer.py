@@ -171,6 +171,7 @@ class Trainer:
         # the weights' scale at the start, to tell a diverged run from a trained one at the end
         self.initial_scale = {name: float(p.detach().abs().max()) for name, p in method.named_parameters() if p.numel()}
         self.model, self.optimizer = self.accelerator.prepare(method, optimizer)
+        self._trainable: list[torch.nn.Parameter] | None = None  # set at the first gradient-norm check
         # the scheduler's state goes into trainer_state.json (not a pickle registered with Accelerate)
         self.accelerator.init_trackers("mmcontrast", config=_flat_scalars(run_config or {}))
         self.log_history: list[dict[str, Any]] = []
@@ -266,7 +267,9 @@ class Trainer:
         if config.max_grad_norm or accelerator.distributed_type == DistributedType.FSDP:
             norm = accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or math.inf)
             return None if config.mixed_precision == "fp16" else norm
-        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if self._trainable is None:  # walking the module tree every step costs about a millisecond
+            self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        gradients = [p.grad for p in self._trainable if p.grad is not None]
         return torch.nn.utils.get_total_norm(gradients) if gradients else None
 
     def _diverged(self, step: int, what: str) -> TrainingDivergedError:

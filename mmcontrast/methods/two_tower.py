@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import send_to_device
 from torch import nn
 
 from mmcontrast.losses import LogitScale, info_nce
@@ -229,10 +230,7 @@ class TwoTower(Method):
         device = self.logit_scale.log_scale.device
         chunks = []
         for start in range(0, len(items), batch_size):
-            inputs = preprocess(items[start : start + batch_size])
-            inputs = (
-                inputs.to(device) if isinstance(inputs, torch.Tensor) else {k: v.to(device) for k, v in inputs.items()}
-            )
+            inputs = send_to_device(preprocess(items[start : start + batch_size]), device)  # tensors, nested dicts
             chunks.append(embed(inputs).float().cpu())
         self.train(was_training)
         return torch.cat(chunks)

@@ -467,25 +467,41 @@ class AudioEncoder(nn.Module):
             return self.backbone(input_values, lengths).transpose(1, 2)
         if self.feature_extractor is None:
             return self.backbone(input_values, attention_mask=attention_mask).last_hidden_state
-        frames = self.backbone(**self.features(input_values, attention_mask)).last_hidden_state
+        return self.encode_features(self.features(input_values, attention_mask))
+
+    def encode_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A feature-extractor model's inputs (:meth:`extract`) -> its frames ``[B, F, frame_dim]``."""
+        frames = self.backbone(**features).last_hidden_state
         if frames.ndim == 4:  # the CLAP audio tower's final patch grid [B, d, H, W] -> [B, H W, d]
             frames = frames.flatten(2).transpose(1, 2)
         return frames
 
+    def embed_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Utterance embeddings ``[B, d]`` from a feature-extractor model's inputs (:meth:`extract`), as
+        :meth:`embed` gives from the waveforms (every frame of a fixed-size input counts)."""
+        frames = self.encode_features(features)
+        return self.pool(frames if self.context_net is None else self.contextualize(frames))
+
+    def extract(self, clips: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Unpadded mono clips ``[T_i]`` -> the inputs of a feature-extractor model (AST, Whisper, CLAP), through its
+        extractor (CPU tensors). Data-side work: a two-tower collate calls it in the DataLoader."""
+        arrays = [torch.as_tensor(clip).detach().cpu().float().numpy() for clip in clips]
+        out = self.feature_extractor(arrays, sampling_rate=self.sample_rate, return_tensors="pt")  # type: ignore[misc]
+        name = "input_values" if "input_values" in out else "input_features"
+        values = out[name]
+        if self.backbone.config.model_type == "clap_audio_model" and values.ndim == 3:
+            values = values[:, None]
+        return {name: values}
+
     def features(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, Any]:
-        """Inputs of a feature-extractor model (AST, Whisper, CLAP) from a waveform batch, through its extractor."""
+        """:meth:`extract` on a padded waveform batch (each row cut to its ``attention_mask`` length)."""
         lengths = (
             attention_mask.sum(-1).tolist()
             if attention_mask is not None
             else [input_values.shape[-1]] * len(input_values)
         )
-        clips = [row[: int(n)].detach().cpu().numpy() for row, n in zip(input_values, lengths, strict=True)]
-        out = self.feature_extractor(clips, sampling_rate=self.sample_rate, return_tensors="pt")  # type: ignore[misc]
-        name = "input_values" if "input_values" in out else "input_features"
-        values = out[name].to(input_values.device)
-        if self.backbone.config.model_type == "clap_audio_model" and values.ndim == 3:
-            values = values[:, None]
-        return {name: values}
+        clips = [row[: int(n)] for row, n in zip(input_values, lengths, strict=True)]
+        return {name: values.to(input_values.device) for name, values in self.extract(clips).items()}
 
     def pool(
         self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str | None = None

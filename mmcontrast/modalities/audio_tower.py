@@ -3,7 +3,8 @@ head wrapper, and a byte-level BPE tokenizer that needs no download.
 
 - :class:`AudioTower` fits :class:`~mmcontrast.methods.two_tower.Tower`: ``preprocess(waveforms)`` crops (random
   in training, from a seeded generator; centred at evaluation) or pads mono waveforms at the encoder's rate into a
-  padded batch, ``forward(batch) -> [B, d]`` is the encoder's pooled utterance embedding
+  padded batch (for a feature-input transformers encoder: straight into its extractor's inputs, so the STFTs run in
+  the collate, in the DataLoader), ``forward(batch) -> [B, d]`` is the encoder's pooled utterance embedding
   (:meth:`AudioEncoder.embed`). A transformers feature-input encoder (the CLAP audio tower) can be given its own
   feature extractor (``feature_extractor=``): the adapter's default CLAP extractor is LAION-CLAP's (48 kHz, 10 s);
   small data wants its own rate and length.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmcontrast.modalities.audio import AudioEncoder
+from mmcontrast.modalities.audio import AudioEncoder, crop_or_pad
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 """RoBERTa's special tokens at ids 0-3 (``<mask>`` comes last)."""
@@ -75,14 +76,22 @@ class AudioTower(nn.Module):
         return int(self.encoder.sample_rate)
 
     def preprocess(self, waveforms: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Mono waveforms ``[T_i]`` at :attr:`sample_rate` -> ``input_values`` + ``attention_mask`` (cropped/padded)."""
+        """Mono waveforms ``[T_i]`` at :attr:`sample_rate` -> ``input_values`` + ``attention_mask`` (cropped/padded),
+        or, for a feature-input transformers encoder whose frames all count (AST, the CLAP audio tower), its
+        extractor's inputs (``input_features``), computed here in the collate rather than in the forward."""
+        if self.encoder.feature_extractor is not None and not self.encoder._is_whisper:
+            options = dict(train=self.training, generator=self.generator, min_length=self.encoder.min_samples)
+            clips = [crop_or_pad(torch.as_tensor(w).reshape(-1), self.max_samples, **options) for w in waveforms]
+            return {"features": self.encoder.extract(clips)}  # type: ignore[dict-item]
         batch = self.encoder.preprocess(
             waveforms, max_samples=self.max_samples, train=self.training, generator=self.generator
         )
         return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         """A preprocessed batch -> pooled ``[B, embedding_dim]``."""
+        if "features" in inputs:
+            return self.encoder.embed_features(inputs["features"])
         return self.encoder.embed(inputs["input_values"], inputs.get("attention_mask"))
 
 
