@@ -86,6 +86,20 @@ class SpeechDataConfig:
     batches: Literal["speaker", "shuffled"] = "speaker"
     limit: PositiveInt | None = None
 
+    def training_clips(self, sample_rate: int, section: str = "data") -> tuple[list[dict[str, Any]], int]:
+        """The clip rows to train on and how many files were skipped: `train` read at `sample_rate` (bad files
+        skipped, resampled and mixed-down ones reported), the `exclude_takes` left out, the first `limit` kept.
+        `section` names this section in the messages (`data`, `data.audio`)."""
+        rows = load_audio_rows(
+            self.train, pattern=self.pattern, speaker_column=self.speaker_column, sample_rate=sample_rate
+        )
+        if rows.skipped or rows.resampled or rows.mixed_down:
+            print(f"{section}.train '{self.train}': {rows.report()}")
+        if self.exclude_takes:
+            rows, held_out = split_by_take(rows, self.exclude_takes)
+            print(f"{section}: {len(held_out.rows)} clips of takes {self.exclude_takes} left out of training")
+        return (rows.rows[: self.limit] if self.limit else rows.rows), len(rows.skipped)
+
 
 @dataclass
 class CpcRecipe(RecipeBase):
@@ -119,15 +133,7 @@ def build(recipe: CpcRecipe, raw: dict[str, Any]) -> RecipeParts:
         temperature=recipe.model.temperature,
         gather=recipe.model.gather,
     )
-    rows = load_audio_rows(
-        data.train, pattern=data.pattern, speaker_column=data.speaker_column, sample_rate=encoder.sample_rate
-    )
-    if rows.skipped or rows.resampled or rows.mixed_down:
-        print(f"data.train '{data.train}': {rows.report()}")
-    if data.exclude_takes:
-        rows, held_out = split_by_take(rows, data.exclude_takes)
-        print(f"data.train: {len(held_out.rows)} clips of takes {data.exclude_takes} left out of training")
-    clips = rows.rows[: data.limit] if data.limit else rows.rows
+    clips, skipped = data.training_clips(encoder.sample_rate)
     waveforms = [load_audio(row["audio"], encoder.sample_rate)[0] for row in tqdm(clips, desc="decoding", leave=False)]
     speakers = [row.get("speaker") for row in clips] if data.speaker_column else None
     if speakers is not None and any(speaker is None for speaker in speakers):
@@ -153,7 +159,7 @@ def build(recipe: CpcRecipe, raw: dict[str, Any]) -> RecipeParts:
         export=lambda trained, result, output_dir, model_dir: export(
             trained, recipe, raw, result, output_dir, model_dir
         ),
-        skipped_rows=len(rows.skipped),
+        skipped_rows=skipped,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from mmcontrast.data.audio import DecodedAudio, load_audio_rows, split_by_take
+from mmcontrast.data.audio import DecodedAudio
 from mmcontrast.data.images import DecodedImages, ImageRows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.probe import FrozenFeatureProbe, Weighting
@@ -397,15 +397,7 @@ def _audio_parts(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         chunk_size=model.loss_chunk_size,
     )
     pipeline = audio_view_pipeline(recipe.views.audio, encoder)
-    rows = load_audio_rows(
-        data.train, pattern=data.pattern, speaker_column=data.speaker_column, sample_rate=encoder.sample_rate
-    )
-    if rows.skipped or rows.resampled or rows.mixed_down:
-        print(f"data.audio.train '{data.train}': {rows.report()}")
-    if data.exclude_takes:
-        rows, held_out = split_by_take(rows, data.exclude_takes)
-        print(f"data.audio: {len(held_out.rows)} clips of takes {data.exclude_takes} left out of training")
-    clips = rows.rows[: data.limit] if data.limit else rows.rows
+    clips, skipped = data.training_clips(encoder.sample_rate, "data.audio")
     if not clips:
         raise ValueError(f"data.audio.train '{data.train}': no clips left to train on")
     seed = recipe.train.seed if recipe.views.seed is None else recipe.views.seed
@@ -429,7 +421,7 @@ def _audio_parts(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         batch_sampler=sampler,
         evaluators={},
         export=_export(recipe, raw),
-        skipped_rows=len(rows.skipped),
+        skipped_rows=skipped,
     )
 
 
