@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmcontrast.engine.config import check_hardware
-from mmcontrast.recipes import clap, clip, cpc, sbert, simclr
+from mmcontrast.recipes import clap, clip, cpc, cvrl, sbert, simclr, tcn, video_text
 from mmcontrast.recipes.base import RecipeBase, RecipeParts
 from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
 
@@ -29,6 +29,9 @@ RECIPES: dict[str, RecipeKind] = {
     "simclr": RecipeKind(simclr.SimclrRecipe, simclr.build),
     "cpc": RecipeKind(cpc.CpcRecipe, cpc.build),
     "clap": RecipeKind(clap.ClapRecipe, clap.build),
+    "tcn": RecipeKind(tcn.TcnRecipe, tcn.build),
+    "cvrl": RecipeKind(cvrl.CvrlRecipe, cvrl.build),
+    "video_text": RecipeKind(video_text.VideoTextRecipe, video_text.build),
 }
 
 

@@ -35,14 +35,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmcontrast.data.tables import RecordFormat, read_records
+from mmcontrast.data.tables import RECORD_SUFFIXES, label_rows, read_records
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif", ".mp4", ".webm"}
 MIN_SECONDS = 0.02
 """Clips shorter than this (20 ms, two 10 ms frames) are skipped; longer short clips are padded by the adapter."""
 FSDD_PATTERN = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav"
 """File names of the Free Spoken Digit Dataset: ``{digit}_{speaker}_{take}.wav``."""
-_TABLE_FORMATS: dict[str, RecordFormat] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 
 
 class AudioDecodeError(ValueError):
@@ -281,26 +280,6 @@ def check_audio_rows(
     return result
 
 
-def _label_rows(rows: list[dict[str, Any]], label_column: str | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Map a string label column to class indices (classes sorted by name) under ``label``."""
-    if not label_column or not rows or not all(label_column in row for row in rows):
-        return rows, []
-    names = {str(row[label_column]) for row in rows}
-    numeric = all(name.lstrip("-").isdigit() for name in names)
-    classes = sorted(names, key=lambda name: (int(name), name) if numeric else (0, name))  # "10" after "9"
-    index = {name: i for i, name in enumerate(classes)}
-    out = []
-    for row in rows:
-        row = dict(row)
-        if label_column != "label":
-            row["label_name"] = str(row.pop(label_column))
-        else:
-            row["label_name"] = str(row["label"])
-        row["label"] = index[row["label_name"]]
-        out.append(row)
-    return out, classes
-
-
 def _speaker(row: dict[str, Any], speaker_column: str | None) -> dict[str, Any]:
     if speaker_column and speaker_column in row and speaker_column != "speaker":
         row["speaker"] = str(row[speaker_column])
@@ -341,7 +320,7 @@ def audio_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio table '{path}' does not exist")
-    format = _TABLE_FORMATS.get(path.suffix.lower())
+    format = RECORD_SUFFIXES.get(path.suffix.lower())
     if format is None:
         raise ValueError(
             f"audio table '{path}' is not a .csv, .tsv, .json or .jsonl file; give it one of these suffixes"
@@ -359,7 +338,7 @@ def audio_table(
         file = path.parent / name
         fields = _match_name(file, regex) or {}
         rows.append(_speaker({**fields, **record, "audio": file}, speaker_column))
-    rows, classes = _label_rows(rows, label_column)
+    rows, classes = label_rows(rows, label_column)
     return check_audio_rows(rows, classes=classes, sample_rate=sample_rate, min_seconds=min_seconds)
 
 
@@ -417,7 +396,7 @@ def audio_folder(
             f"audio folder '{root}' has no metadata.csv/metadata.jsonl, no class sub-folders and no audio file"
             + (f" whose name matches {pattern!r}" if pattern else "")
         )
-    rows, classes = _label_rows(rows, label_column)
+    rows, classes = label_rows(rows, label_column)
     return check_audio_rows(rows, classes=classes, sample_rate=sample_rate, min_seconds=min_seconds)
 
 

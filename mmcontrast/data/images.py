@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mmcontrast.data.tables import RecordFormat, read_records
+from mmcontrast.data.tables import RECORD_SUFFIXES, read_records
 from mmcontrast.modalities.image import to_rgb
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -29,7 +29,6 @@ DIGIT_CAPTIONS = (
     "a blurry picture of a {}.",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-_TABLE_FORMATS: dict[str, RecordFormat] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
 
 
 @dataclass
@@ -125,7 +124,7 @@ def captioned_table(path: str | Path, *, image_column: str = "file_name", captio
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image-caption table '{path}' does not exist")
-    format = _TABLE_FORMATS.get(path.suffix.lower())
+    format = RECORD_SUFFIXES.get(path.suffix.lower())
     if format is None:
         raise ValueError(
             f"image-caption table '{path}' is not a .csv, .tsv, .json or .jsonl file; give the table of image paths "

@@ -29,6 +29,8 @@ from datasets.exceptions import DatasetGenerationError
 TableFormat = Literal["auto", "csv", "tsv", "json", "parquet", "stsb", "hub"]
 RecordFormat = Literal["csv", "tsv", "json", "jsonl"]
 
+RECORD_SUFFIXES: dict[str, RecordFormat] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
+"""The suffixes of the small local tables that list files (audio, image, video paths), and their formats."""
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _LAYOUTS = {
     "csv": "a header line naming the columns, then one comma-separated row per line",
@@ -55,6 +57,27 @@ class Records:
 
     rows: list[dict[str, Any]]
     lines: list[int]
+
+
+def label_rows(rows: list[dict[str, Any]], label_column: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Map a label column (when every row has it) to class indices under ``label``, its text under ``label_name``.
+
+    Classes are sorted by name, as numbers when every name is an integer ("10" after "9"). Returns the new rows
+    and the class names (``[]`` and the rows unchanged when the column is missing from some row).
+    """
+    if not label_column or not rows or not all(label_column in row for row in rows):
+        return rows, []
+    names = {str(row[label_column]) for row in rows}
+    numeric = all(name.lstrip("-").isdigit() for name in names)
+    classes = sorted(names, key=lambda name: (int(name), name) if numeric else (0, name))
+    index = {name: i for i, name in enumerate(classes)}
+    out = []
+    for row in rows:
+        row = dict(row)
+        row["label_name"] = str(row.pop(label_column) if label_column != "label" else row["label"])
+        row["label"] = index[row["label_name"]]
+        out.append(row)
+    return out, classes
 
 
 def read_records(path: Path, format: RecordFormat) -> Records:

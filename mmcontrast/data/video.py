@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmcontrast.data.tables import RECORD_SUFFIXES, label_rows, read_records
+
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".gif"}
 _EPS = 1e-6
 """Slack (seconds) when comparing a frame's time with a wanted time, for float rounding of ``i / fps``."""
@@ -445,3 +447,79 @@ def check_video_rows(rows: list[dict[str, Any]], *, min_seconds: float = 0.0, co
     if not result.rows:
         raise ValueError(f"no usable video among {len(rows)} file(s):\n{result.report()}")
     return result
+
+
+def video_table(
+    path: str | Path,
+    *,
+    video_column: str = "file_name",
+    label_column: str | None = "label",
+    min_seconds: float = 0.0,
+) -> tuple[VideoRows, list[str]]:
+    """A csv / tsv / json / jsonl table of video paths (relative to the table's folder) and any other columns
+    (``caption``, ``label``, ``view``, ``sync``...); returns the checked rows and the class names.
+
+    ``label_column`` (when every record has it) becomes class indices under ``label`` (its text under
+    ``label_name``). Every file is checked once (:func:`check_video_rows`): bad files are skipped and reported.
+
+    Raises:
+        ValueError: the table cannot be read, or a record lacks its path; the message names the table and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video table '{path}' does not exist")
+    format = RECORD_SUFFIXES.get(path.suffix.lower())
+    if format is None:
+        raise ValueError(
+            f"video table '{path}' is not a .csv, .tsv, .json or .jsonl file; give it one of these suffixes"
+        )
+    records = read_records(path, format)
+    rows = []
+    for record, line in zip(records.rows, records.lines, strict=True):
+        name = record.get(video_column)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(
+                f"{path}, line {line}: '{video_column}' holds {name!r}, not a video file name; give every record the "
+                f"path of its video, relative to {path.parent} (or set the video column)"
+            )
+        rows.append({**record, "video": path.parent / name})
+    rows, classes = label_rows(rows, label_column)
+    return check_video_rows(rows, min_seconds=min_seconds), classes
+
+
+def load_video_rows(
+    source: str | Path, *, label_column: str | None = "label", min_seconds: float = 0.0
+) -> tuple[VideoRows, list[str]]:
+    """Video rows from a table file or a folder; returns the checked rows and the class names (``[]``: unlabelled).
+
+    A folder is read by the first of these that applies: ``metadata.csv`` / ``metadata.jsonl`` in it (see
+    :func:`video_table`); one sub-folder of videos per class (labelled rows, classes sorted by name); the video
+    files directly in it (unlabelled). Every file is checked once: unusable ones (empty, truncated, not a video,
+    audio only, shorter than ``min_seconds``) are skipped, counted and listed in :meth:`VideoRows.report`.
+    """
+    source = Path(source)
+    if source.is_file():
+        return video_table(source, label_column=label_column, min_seconds=min_seconds)
+    if not source.is_dir():
+        raise FileNotFoundError(f"video data '{source}' does not exist (give a folder of videos or a table of paths)")
+    for name in ("metadata.csv", "metadata.jsonl"):
+        if (source / name).is_file():
+            return video_table(source / name, label_column=label_column, min_seconds=min_seconds)
+    folders = sorted(p.name for p in source.iterdir() if p.is_dir())
+    if folders:
+        rows = [
+            {"video": path, "label": label, "label_name": name}
+            for label, name in enumerate(folders)
+            for path in sorted((source / name).iterdir())
+            if path.suffix.lower() in VIDEO_SUFFIXES
+        ]
+        classes = folders
+    else:
+        rows = [{"video": path} for path in sorted(source.iterdir()) if path.suffix.lower() in VIDEO_SUFFIXES]
+        classes = []
+    if not rows:
+        raise ValueError(
+            f"video folder '{source}' has no metadata.csv/metadata.jsonl and no video file "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))}) in it or in class sub-folders"
+        )
+    return check_video_rows(rows, min_seconds=min_seconds), classes

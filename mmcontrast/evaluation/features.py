@@ -8,15 +8,27 @@ An encoder folder is recognised by its marker files (:func:`mmcontrast.hub.folde
   (for a CPC encoder, the context vector of the last frame: the CPC paper's protocol);
 - ``image``: an :class:`~mmcontrast.modalities.image.ImageEncoder` folder (``mmcontrast-image-encoder``);
 - ``text``: a sentence-transformers or transformers folder (:class:`~mmcontrast.modalities.text.TextEncoder`, its
-  own pooling).
+  own pooling);
+- ``video``: a :class:`~mmcontrast.modalities.video.VideoEncoder` folder (``mmcontrast-video-encoder``) or a
+  transformers video model folder (VideoMAE, X-CLIP), loaded by :func:`mmcontrast.modalities.video.load_video_encoder`.
+  A video's feature is the encoder's clip embedding (its own temporal pooling; ``pooling`` does not apply).
 
 A *probe table* is a csv / tsv / json / jsonl file in the Hugging Face imagefolder / audiofolder metadata
 convention: a ``file_name`` column, relative to the table's folder (or absolute), and a label column; for a text
 model a ``text`` column instead of ``file_name``. It is read by :func:`mmcontrast.data.tables.read_records`, so
 errors name the file and the line. Files that cannot be decoded are skipped, counted and reported, never a crash.
 
+A video row is one clip: the file is checked by :func:`mmcontrast.data.video.check_video_rows` (header, first frame,
+last second), then decoded whole by :func:`mmcontrast.data.video.decode_video` at ``VIDEO_FPS`` (4) frames a second,
+its shorter side resized to the encoder's ``image_size`` (``VIDEO_SIZE``, 64, when the encoder has none), and only
+its first ``VIDEO_MAX_FRAMES`` (32, so 8 s) kept: enough frames for a clip-level label at a bounded cost (a
+transformers video model then samples its own ``num_frames`` from them). The encoder's ``preprocess`` crops and
+normalises the frames.
+
 Baselines, computed on the same rows: :func:`load_encoder` with ``random_init=True`` rebuilds the same
-architecture from its ``config.json`` without loading the weights (seeded); :func:`mfcc_features` gives
+architecture from its ``config.json`` without loading the weights (seeded; a video encoder is loaded, then every
+weight is redrawn by :func:`mmcontrast.evaluation.video_views.random_init`: the same architecture, no trained value
+kept); :func:`mfcc_features` (audio only) gives
 MFCCs (:class:`torchaudio.transforms.MFCC`: 13 coefficients, 40 mel bands, 25 ms windows every 10 ms,
 ``center=False``), their mean and standard deviation over time for ``mean`` pooling, or one frame (the last) for
 ``last`` pooling (the CPC paper's single-frame MFCC baseline).
@@ -33,11 +45,16 @@ from typing import Any, Literal
 import torch
 from tqdm.auto import tqdm
 
-from mmcontrast.data.tables import RecordFormat, read_records
+from mmcontrast.data.tables import RECORD_SUFFIXES, read_records
 
-Modality = Literal["audio", "image", "text"]
-MODALITIES: tuple[Modality, ...] = ("audio", "image", "text")
-_TABLE_FORMATS: dict[str, RecordFormat] = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
+Modality = Literal["audio", "image", "text", "video"]
+MODALITIES: tuple[Modality, ...] = ("audio", "image", "text", "video")
+VIDEO_FPS = 4.0
+"""Frames a second a probe table's video is decoded at."""
+VIDEO_SIZE = 64
+"""Shorter side its frames are resized to when the encoder has no ``image_size``."""
+VIDEO_MAX_FRAMES = 32
+"""Frames of a video kept (its first ones: 8 s at ``VIDEO_FPS``)."""
 MFCC_COEFFICIENTS = 13
 MFCC_MELS = 40
 MFCC_WINDOW_SECONDS = 0.025
@@ -49,9 +66,10 @@ class LoadedEncoder:
     """An encoder loaded from a folder, with what it is.
 
     Attributes:
-        modality: ``audio``, ``image`` or ``text``.
+        modality: ``audio``, ``image``, ``text`` or ``video``.
         format: the folder's format (``mmcontrast-audio-encoder``, ``sentence-transformers``...).
-        model: the :class:`AudioEncoder`, :class:`ImageEncoder` or :class:`TextEncoder`, in eval mode.
+        model: the :class:`AudioEncoder`, :class:`ImageEncoder`, :class:`TextEncoder` or video encoder
+            (:class:`VideoEncoder`, :class:`TransformersVideoEncoder`), in eval mode.
     """
 
     modality: Modality
@@ -65,7 +83,7 @@ class ProbeTable:
 
     Attributes:
         source: the table file.
-        inputs: file paths (audio, image) or texts, one per kept row.
+        inputs: the decoded inputs (waveforms, images, uint8 clips ``[T, H, W, 3]``) or texts, one per kept row.
         labels: the label of each kept row, as text.
         skipped: (file, reason) of every row whose file could not be decoded.
     """
@@ -89,12 +107,21 @@ def encoder_modality(folder: str | Path) -> tuple[Modality, str]:
 
 def load_encoder(folder: str | Path, *, random_init: bool = False, seed: int = 0) -> LoadedEncoder:
     """Load the encoder of ``folder`` (eval mode); ``random_init`` rebuilds its architecture from the folder's
-    config without loading the weights, from ``torch.manual_seed(seed)`` (the random-init baseline)."""
+    config without loading the weights, from ``torch.manual_seed(seed)`` (the random-init baseline). A video
+    encoder is loaded, then every weight is redrawn (:func:`mmcontrast.evaluation.video_views.random_init`, seeded)."""
     modality, format = encoder_modality(folder)
-    if modality == "audio":
+    if modality == "video":
+        from mmcontrast.modalities.video import load_video_encoder
+
+        model: Any = load_video_encoder(folder)
+        if random_init:
+            from mmcontrast.evaluation.video_views import random_init as redraw
+
+            model = redraw(model, seed)
+    elif modality == "audio":
         from mmcontrast.modalities.audio import AudioEncoder
 
-        model: Any = AudioEncoder.from_pretrained(folder)
+        model = AudioEncoder.from_pretrained(folder)
         if random_init:
             import json
 
@@ -142,7 +169,7 @@ def read_probe_table(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{option}: table '{path}' does not exist")
-    format = _TABLE_FORMATS.get(path.suffix.lower())
+    format = RECORD_SUFFIXES.get(path.suffix.lower())
     if format is None:
         raise ValueError(f"{option}: table '{path}' is not a .csv, .tsv, .json or .jsonl file; give it one of these")
     try:
@@ -169,25 +196,59 @@ def read_probe_table(
 
 
 def load_probe_table(
-    path: str | Path, label_column: str, modality: Modality, *, option: str, sample_rate: int | None = None
+    path: str | Path,
+    label_column: str,
+    modality: Modality,
+    *,
+    option: str,
+    sample_rate: int | None = None,
+    image_size: int | None = None,
 ) -> ProbeTable:
     """Read a probe table (:func:`read_probe_table`; a text model's inputs are its ``text`` column) and decode its
     files (:func:`decode_probe_table`)."""
     input_column = "text" if modality == "text" else "file_name"
     source, pairs = read_probe_table(path, label_column, option=option, input_column=input_column)
-    return decode_probe_table(source, pairs, modality, option=option, sample_rate=sample_rate)
+    return decode_probe_table(source, pairs, modality, option=option, sample_rate=sample_rate, image_size=image_size)
 
 
 def decode_probe_table(
-    source: Path, pairs: Sequence[tuple[Any, str]], modality: Modality, *, option: str, sample_rate: int | None = None
+    source: Path,
+    pairs: Sequence[tuple[Any, str]],
+    modality: Modality,
+    *,
+    option: str,
+    sample_rate: int | None = None,
+    image_size: int | None = None,
 ) -> ProbeTable:
     """Decode the ``(input, label)`` pairs of a table: audio as float32 mono waveforms ``[T]`` at ``sample_rate``
-    (:mod:`mmcontrast.data.audio`), images as 8-bit RGB PIL images, texts as they are; undecodable files are
-    skipped and listed in :attr:`ProbeTable.skipped`."""
+    (:mod:`mmcontrast.data.audio`), images as 8-bit RGB PIL images, videos as uint8 clips ``[T, H, W, 3]`` (see the
+    module docstring; shorter side ``image_size``, default ``VIDEO_SIZE``), texts as they are; undecodable files
+    are skipped and listed in :attr:`ProbeTable.skipped`."""
     if modality == "text":
         return ProbeTable(source, [text for text, _ in pairs], [label for _, label in pairs])
     inputs, labels, skipped = [], [], []
-    if modality == "audio":
+    if modality == "video":
+        from mmcontrast.data.video import check_video_rows, decode_video
+
+        rows = [{"video": file, "label_name": label} for file, label in pairs]
+        with warnings.catch_warnings():  # the skipped files are reported by the caller, named
+            warnings.simplefilter("ignore")
+            try:
+                checked = check_video_rows(rows)
+            except ValueError as error:
+                raise ValueError(f"{option}: table '{source}': no decodable video file ({error})") from None
+        skipped = list(checked.skipped)
+        size = int(image_size or VIDEO_SIZE)
+        for row in tqdm(checked.rows, desc=f"decoding {option} videos", leave=False):
+            try:
+                inputs.append(decode_video(row["video"], VIDEO_FPS, size=size, max_frames=VIDEO_MAX_FRAMES))
+            except Exception as error:  # damaged past what the check reads: skipped and reported
+                skipped.append((str(row["video"]), f"{type(error).__name__}: {error}"))
+                continue
+            labels.append(row["label_name"])
+        if not inputs:
+            raise ValueError(f"{option}: table '{source}': no decodable video among {len(pairs)} file(s)")
+    elif modality == "audio":
         from mmcontrast.data.audio import check_audio_rows, load_audio
 
         rows = [{"audio": file, "label_name": label} for file, label in pairs]
@@ -244,6 +305,24 @@ def audio_features(
 
 
 @torch.no_grad()
+def video_features(
+    encoder: Any, clips: Sequence[torch.Tensor], *, batch_size: int = 64, desc: str = ""
+) -> torch.Tensor:
+    """Clip embeddings ``[N, d]`` (fp32, CPU) of a video encoder on uint8 clips ``[T, H, W, 3]``:
+    ``encoder(**encoder.preprocess(batch))``, in eval mode, without gradients. Clips are batched by length (less
+    padding); a clip's embedding does not depend on the other clips of its batch."""
+    encoder.eval()
+    order = sorted(range(len(clips)), key=lambda i: clips[i].shape[0])
+    device = _device(encoder)
+    out = torch.empty(len(clips), encoder.embedding_dim)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc or "video features", leave=False):
+        indices = order[start : start + batch_size]
+        batch = encoder.preprocess([clips[i] for i in indices])
+        out[torch.tensor(indices)] = encoder(**{k: v.to(device) for k, v in batch.items()}).float().cpu()
+    return out
+
+
+@torch.no_grad()
 def image_features(encoder: Any, images: Sequence[Any], *, batch_size: int = 64, desc: str = "") -> torch.Tensor:
     """Features ``[N, d]`` (fp32, CPU) of an :class:`ImageEncoder` on PIL images."""
     device = _device(encoder)
@@ -256,7 +335,10 @@ def image_features(encoder: Any, images: Sequence[Any], *, batch_size: int = 64,
 def encoder_features(
     loaded: LoadedEncoder, inputs: Sequence[Any], *, pooling: str = "mean", batch_size: int = 64, desc: str = ""
 ) -> torch.Tensor:
-    """Features ``[N, d]`` of ``inputs`` (waveforms, images or texts, as :func:`load_probe_table` gives them)."""
+    """Features ``[N, d]`` of ``inputs`` (waveforms, images, clips or texts, as :func:`load_probe_table` gives
+    them); ``pooling`` applies to audio only."""
+    if loaded.modality == "video":
+        return video_features(loaded.model, inputs, batch_size=batch_size, desc=desc)
     if loaded.modality == "audio":
         return audio_features(loaded.model, inputs, pooling=pooling, batch_size=batch_size, desc=desc)
     if loaded.modality == "image":

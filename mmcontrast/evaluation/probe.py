@@ -302,8 +302,10 @@ def probe_encoder_folder(
         raise ValueError(f"--pooling must be 'mean' or 'last', got {pooling!r}")
     loaded = load_encoder(model)
     if "mfcc" in baselines and loaded.modality != "audio":
-        raise ValueError(f"--baselines mfcc is for audio encoders; '{model}' is an {loaded.modality} encoder")
+        article = "an" if loaded.modality[0] in "aeiou" else "a"
+        raise ValueError(f"--baselines mfcc is for audio encoders; '{model}' is {article} {loaded.modality} encoder")
     rate = loaded.model.sample_rate if loaded.modality == "audio" else None
+    image_size = getattr(loaded.model, "image_size", None) if loaded.modality == "video" else None
     column = "text" if loaded.modality == "text" else "file_name"
     read = {  # both tables are read and checked before any file is decoded
         name: read_probe_table(path, label, option=f"--{name}", input_column=column)
@@ -317,7 +319,9 @@ def probe_encoder_folder(
             "cannot predict a class it was not fit on: add them to the training table or drop them"
         )
     tables = {
-        name: decode_probe_table(source, pairs, loaded.modality, option=f"--{name}", sample_rate=rate)
+        name: decode_probe_table(
+            source, pairs, loaded.modality, option=f"--{name}", sample_rate=rate, image_size=image_size
+        )
         for name, (source, pairs) in read.items()
     }
     index = {name: i for i, name in enumerate(classes)}

@@ -5,6 +5,12 @@ empty one, a run or one of its training checkpoints, a model of the other kind, 
 a loader fails far from the cause ("install sentencepiece", a missing key in a state dict). :func:`folder_kind`
 recognises each layout mmcontrast writes or reads by its marker files, and :func:`check_model_folder` turns a
 wrong one into an error that says what the folder is and what to give instead.
+
+A video encoder folder (kind ``video``) is either a :meth:`~mmcontrast.modalities.video.VideoEncoder.save_pretrained`
+folder (``config.json`` with ``format: mmcontrast-video-encoder``) or a transformers video model folder
+(``config.json`` with ``model_type`` ``videomae`` or ``xclip``, with or without the ``mmcontrast_video.json`` that
+:meth:`~mmcontrast.modalities.transformers_video.TransformersVideoEncoder.save_pretrained` adds): the folders
+:func:`~mmcontrast.modalities.video.load_video_encoder` loads.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Wanted = Literal["text", "image-text", "image", "audio", "audio-text"]
+Wanted = Literal["text", "image-text", "image", "audio", "audio-text", "video"]
 
 # transformers model types of image-text dual encoders (those mmcontrast exports, and their common peers)
 IMAGE_TEXT_MODEL_TYPES = frozenset(
@@ -22,6 +28,10 @@ IMAGE_TEXT_MODEL_TYPES = frozenset(
 )
 # transformers model types of audio-text dual encoders (CLAP)
 AUDIO_TEXT_MODEL_TYPES = frozenset({"clap"})
+# transformers model types of video encoders (mmcontrast.modalities.transformers_video.VIDEO_MODEL_TYPES, kept here
+# so that telling a folder's kind never imports transformers)
+VIDEO_MODEL_TYPES = frozenset({"videomae", "xclip"})
+VIDEO_ENCODER_FORMAT = "mmcontrast-video-encoder"
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # files an Accelerate checkpoint of a run holds besides the weights (engine/checkpoints.py)
@@ -46,11 +56,12 @@ class FolderKind:
     """What a folder holds.
 
     Attributes:
-        kind: `text`, `image-text`, `audio-text`, `image`, `audio`, `checkpoint`, `checkpoints`, `run`,
+        kind: `text`, `image-text`, `audio-text`, `image`, `audio`, `video`, `checkpoint`, `checkpoints`, `run`,
             `pickle-only`, `empty` or `unknown`.
         format: for a model, its format: `sentence-transformers`, `open_clip`, `mmcontrast-clip`,
-            `mmcontrast-image-encoder`, `mmcontrast-audio-encoder`, or `transformers <model_type>`; for
-            `pickle-only`, the pickle files.
+            `mmcontrast-image-encoder`, `mmcontrast-audio-encoder`, `mmcontrast-video-encoder`, or
+            `transformers <model_type>` (a transformers video folder: `transformers videomae` / `transformers xclip`);
+            for `pickle-only`, the pickle files.
     """
 
     kind: str
@@ -94,6 +105,8 @@ def folder_kind(folder: str | Path) -> FolderKind:
         return FolderKind("image", "mmcontrast-image-encoder")
     if config.get("format") == "mmcontrast-audio-encoder":
         return FolderKind("audio", "mmcontrast-audio-encoder")
+    if config.get("format") == VIDEO_ENCODER_FORMAT:
+        return FolderKind("video", VIDEO_ENCODER_FORMAT)
     pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
     if pickles and not _has_weights(folder):
         return FolderKind("pickle-only", ", ".join(pickles))
@@ -104,6 +117,8 @@ def folder_kind(folder: str | Path) -> FolderKind:
         return FolderKind("image-text", f"transformers {model_type}")
     if model_type in AUDIO_TEXT_MODEL_TYPES:
         return FolderKind("audio-text", f"transformers {model_type}")
+    if model_type in VIDEO_MODEL_TYPES and "format" not in config:
+        return FolderKind("video", f"transformers {model_type}")
     return FolderKind("text", f"transformers {model_type or 'model'}")
 
 
@@ -152,7 +167,7 @@ def check_model_folder(folder: str | Path, wanted: Wanted | tuple[Wanted, ...]) 
         if found.kind == "text":
             _check_text_folder(folder, path)
         return
-    if len(kinds) > 1 and found.kind in ("text", "image-text", "audio-text", "image", "audio"):
+    if len(kinds) > 1 and found.kind in ("text", "image-text", "audio-text", "image", "audio", "video"):
         article = "an" if found.kind[0] in "aeiou" else "a"
         raise ModelFolderError(
             f"'{folder}' is {article} {found.kind} model folder ({found.format}), not one of the kinds this command "
@@ -189,6 +204,11 @@ def check_model_folder(folder: str | Path, wanted: Wanted | tuple[Wanted, ...]) 
         "audio": (
             f"'{folder}' is an audio encoder folder ({found.format}), not a {wanted} model: probe it with "
             "mmcontrast eval probe, or load it with mmcontrast.modalities.audio.AudioEncoder.from_pretrained"
+        ),
+        "video": (
+            f"'{folder}' is a video encoder folder ({found.format}), not a {wanted} model: probe it with "
+            "mmcontrast eval probe or mmcontrast eval video, or load it with "
+            "mmcontrast.modalities.video.load_video_encoder"
         ),
         "unknown": (
             f"'{folder}' is not a model folder: it has no config.json, modules.json or open_clip_config.json "

@@ -132,9 +132,19 @@ def training_curve(log_history: Sequence[dict[str, Any]], model_dir: Path) -> st
     return plot_training_curve(log_history, model_dir / "training_curve.png").name
 
 
-PROBE_TASKS = {"audio": "audio-classification", "image": "image-classification", "text": "text-classification"}
+PROBE_TASKS = {
+    "audio": "audio-classification",
+    "image": "image-classification",
+    "text": "text-classification",
+    "video": "video-classification",
+}
 """The Hub task of a probe's model-index entry, by the encoder's modality."""
-_NEW_CARD_PIPELINES = {"audio": "feature-extraction", "image": "image-feature-extraction", "text": "feature-extraction"}
+_NEW_CARD_PIPELINES = {
+    "audio": "feature-extraction",
+    "image": "image-feature-extraction",
+    "text": "feature-extraction",
+    "video": "feature-extraction",
+}
 _PROBE_BLOCK = ("<!-- mmcontrast probe results -->", "<!-- end mmcontrast probe results -->")
 
 

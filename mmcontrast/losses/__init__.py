@@ -4,7 +4,9 @@ Every loss validates its inputs (errors name the offending argument), computes i
 under autocast, and takes embeddings, never a model. The softmax and sigmoid losses take
 ``gather=True`` (cross-process negatives, :mod:`~mmcontrast.losses.distributed`) and
 ``chunk_size`` (tiled evaluation, :mod:`~mmcontrast.losses.tiled`). :class:`MemoryQueue` and
-:class:`EMA` hold the state of momentum methods (MoCo, BYOL). See ``docs/losses.md`` for the
+:class:`EMA` hold the state of momentum methods (MoCo, BYOL). :func:`time_masks` and
+:func:`label_masks` build explicit positive / negative masks (Time-Contrastive Networks) for
+:func:`triplet_margin_loss` and :func:`multi_positive_info_nce`. See ``docs/losses.md`` for the
 formulas and ``docs/scaling.md`` for large batches.
 """
 
@@ -18,6 +20,7 @@ from mmcontrast.losses.candidates import (
 )
 from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
+from mmcontrast.losses.multi_positive import MultiPositiveInfoNCELoss, multi_positive_info_nce
 from mmcontrast.losses.nt_xent import NTXentLoss, nt_xent
 from mmcontrast.losses.pair_margin import PairMarginLoss, pair_margin_loss
 from mmcontrast.losses.queue import MemoryQueue
@@ -28,6 +31,7 @@ from mmcontrast.losses.scored_pairs import (
     cosine_similarity_loss,
 )
 from mmcontrast.losses.sigmoid import SigmoidLoss, sigmoid_loss
+from mmcontrast.losses.time_masks import label_masks, time_masks
 from mmcontrast.losses.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "LogitScale",
     "MemoryQueue",
     "MomentumSchedule",
+    "MultiPositiveInfoNCELoss",
     "NTXentLoss",
     "PairMarginLoss",
     "SigmoidLoss",
@@ -51,9 +56,12 @@ __all__ = [
     "cosine_similarity_loss",
     "cpc_info_nce",
     "info_nce",
+    "label_masks",
+    "multi_positive_info_nce",
     "nt_xent",
     "pair_margin_loss",
     "sample_cpc_negatives",
     "sigmoid_loss",
+    "time_masks",
     "triplet_margin_loss",
 ]

@@ -19,6 +19,14 @@ The ``mining`` option decides which triplets enter the loss:
   the farthest negative; averaged over all (anchor, positive) pairs (Schroff et al.; the formulation
   of TensorFlow Addons' ``triplet_semihard_loss``).
 
+**Explicit masks.** Instead of ``labels``, ``positive_mask`` and ``negative_mask`` (``[B, W B]``
+bools, e.g. from :func:`~mmcontrast.losses.time_masks.time_masks` for Time-Contrastive Networks)
+say which columns are positives and negatives of each anchor; a column that is neither is ignored
+(it is no positive, no negative and never mined). With labels, the positives are the other rows of
+the same label and the negatives the rows of other labels, i.e. the masks of
+:func:`~mmcontrast.losses.time_masks.label_masks`, which give the same loss. The anchor's own
+column is never a positive nor a negative, whatever the masks say.
+
 Only anchors with at least one positive and one negative in the batch take part. These match
 sentence-transformers' ``BatchAllTripletLoss``, ``BatchHardTripletLoss`` and
 ``BatchSemiHardTripletLoss`` on batches where every label occurs at least twice and there are at
@@ -31,6 +39,9 @@ References:
 
     Hermans, Beyer, Leibe. "In Defense of the Triplet Loss for Person Re-Identification", 2017.
     https://arxiv.org/abs/1703.07737
+
+    Sermanet et al. "Time-Contrastive Networks: Self-Supervised Learning from Video", ICRA 2018.
+    https://arxiv.org/abs/1704.06888
 """
 
 from __future__ import annotations
@@ -48,37 +59,39 @@ from mmcontrast.losses.similarity import (
     distance_matrix,
     full_precision,
 )
+from mmcontrast.losses.time_masks import check_masks
 
 MINING = ("batch_all", "batch_hard", "semi_hard")
 DISTANCES = ("euclidean", "cosine")
 
 
-# Each miner returns the sum of its per-anchor (or per-pair) losses and the count that the sum is
-# divided by, so that the distributed form can normalise by the count over all ranks.
+# Each miner takes the [B, N] distances and the disjoint negative and positive masks (a column in
+# neither is ignored) and returns the sum of its per-anchor (or per-pair) losses and the count that
+# the sum is divided by, so that the distributed form can normalise by the count over all ranks.
 
 
-def _batch_all(distances: Tensor, same: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+def _batch_all(distances: Tensor, negative: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
     # Only anchor-positive pairs are expanded against the batch: [P, B] rather than [B, B, B].
     anchor, pos = positive.nonzero(as_tuple=True)
     losses = (distances[anchor, pos, None] - distances[anchor] + margin).relu()
-    losses = losses.masked_fill(same[anchor], 0.0)
+    losses = losses.masked_fill(~negative[anchor], 0.0)
     return losses.sum(), (losses > 0).sum()
 
 
-def _batch_hard(distances: Tensor, same: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+def _batch_hard(distances: Tensor, negative: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
     hardest_positive = distances.masked_fill(~positive, -math.inf).max(dim=1).values
-    hardest_negative = distances.masked_fill(same, math.inf).min(dim=1).values
-    valid = positive.any(dim=1) & ~same.all(dim=1)
+    hardest_negative = distances.masked_fill(~negative, math.inf).min(dim=1).values
+    valid = positive.any(dim=1) & negative.any(dim=1)
     losses = (hardest_positive - hardest_negative + margin).relu()
     return torch.where(valid, losses, 0.0).sum(), valid.sum()
 
 
-def _semi_hard(distances: Tensor, same: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
-    positive = positive & ~same.all(dim=1, keepdim=True)
+def _semi_hard(distances: Tensor, negative: Tensor, positive: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    positive = positive & negative.any(dim=1, keepdim=True)
     anchor, pos = positive.nonzero(as_tuple=True)
     positive_distance = distances[anchor, pos]
     rows = distances[anchor]
-    negative = ~same[anchor]
+    negative = negative[anchor]
     farther = negative & (rows > positive_distance[:, None])
     closest_farther = rows.masked_fill(~farther, math.inf).min(dim=1).values
     farthest = rows.masked_fill(~negative, -math.inf).max(dim=1).values
@@ -92,51 +105,86 @@ _MINERS = {"batch_all": _batch_all, "batch_hard": _batch_hard, "semi_hard": _sem
 
 def triplet_margin_loss(
     embeddings: Tensor,
-    labels: Tensor,
+    labels: Tensor | None = None,
     *,
+    positive_mask: Tensor | None = None,
+    negative_mask: Tensor | None = None,
     margin: float = 5.0,
     mining: str = "batch_hard",
     distance: str = "euclidean",
     gather: bool = False,
 ) -> Tensor:
-    """Triplet margin loss over the triplets that ``mining`` selects from a labelled batch.
+    """Triplet margin loss over the triplets that ``mining`` selects from a labelled or masked batch.
 
     Args:
         embeddings: ``[B, d]`` embeddings.
         labels: ``[B]`` integer class labels; same label = positive, different label = negative.
+            Pass either ``labels`` or both masks.
+        positive_mask: ``[B, W * B]`` bool (``[B, B]`` on one process or without ``gather``):
+            ``positive_mask[i, j]`` makes column ``j`` (row ``j`` of the concatenated batch of all
+            ranks, in rank order) a positive of anchor ``i``. The anchor's own column is dropped.
+            Build it with :func:`~mmcontrast.losses.time_masks.time_masks` (frames close in time)
+            or :func:`~mmcontrast.losses.time_masks.label_masks` (same as ``labels``).
+        negative_mask: ``[B, W * B]`` bool, the negatives of each anchor, disjoint from
+            ``positive_mask``; columns in neither mask are ignored.
         margin: the margin ``m`` (5.0, as in sentence-transformers, suits unnormalised euclidean
             distances; use a smaller one, e.g. 0.2-0.5, with ``distance="cosine"``).
         mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"`` (see the module docstring).
         distance: ``"euclidean"`` or ``"cosine"`` (``1 - cos``).
         gather: with an initialised process group of several ranks, mine the positives and
             negatives of the local anchors among the embeddings of all ranks (gathered with
-            gradient; labels too). The normaliser (number of active triplets, anchors or pairs) is
-            summed over the ranks and each rank returns ``W * (its sum) / (global count)``, so that
-            the mean over ranks is the single-process loss of the concatenated batch and DDP gets
-            its gradient (:mod:`mmcontrast.losses.distributed`). A no-op on one process.
+            gradient; labels too; masks must then have ``W * B`` columns). The normaliser (number
+            of active triplets, anchors or pairs) is summed over the ranks and each rank returns
+            ``W * (its sum) / (global count)``, so that the mean over ranks is the single-process
+            loss of the concatenated batch and DDP gets its gradient
+            (:mod:`mmcontrast.losses.distributed`). A no-op on one process.
 
     Returns:
         The loss, a float32 scalar; 0 (still attached to the graph) when the batch has no valid
         triplet.
     """
-    check_embeddings("triplet_margin_loss", "embeddings", embeddings)
-    check_labels("triplet_margin_loss", "labels", labels, embeddings.shape[0])
-    check_choice("triplet_margin_loss", "mining", mining, MINING)
-    check_choice("triplet_margin_loss", "distance", distance, DISTANCES)
-    labels = labels.to(embeddings.device)
-    rank, world_size = rank_and_world_size(gather)
-    all_embeddings, all_labels = embeddings, labels
-    if world_size > 1:
-        all_embeddings, all_labels = gather_rows(
-            "triplet_margin_loss", ("embeddings", "labels"), (embeddings, labels), world_size
+    fn = "triplet_margin_loss"
+    check_embeddings(fn, "embeddings", embeddings)
+    use_masks = positive_mask is not None or negative_mask is not None
+    if labels is not None and use_masks:
+        raise ValueError(
+            f"{fn}: pass either labels or positive_mask and negative_mask, not both "
+            "(label_masks(labels) turns labels into masks)"
         )
+    if labels is None and (positive_mask is None or negative_mask is None):
+        missing = "labels" if not use_masks else ("negative_mask" if negative_mask is None else "positive_mask")
+        raise ValueError(
+            f"{fn}: {missing} is missing; pass labels, or both positive_mask and negative_mask "
+            "(e.g. from time_masks or label_masks)"
+        )
+    if labels is not None:
+        check_labels(fn, "labels", labels, embeddings.shape[0])
+    check_choice(fn, "mining", mining, MINING)
+    check_choice(fn, "distance", distance, DISTANCES)
+    batch_size = embeddings.shape[0]
+    rank, world_size = rank_and_world_size(gather)
+    if labels is None:
+        all_embeddings = embeddings
+        if world_size > 1:
+            (all_embeddings,) = gather_rows(fn, ("embeddings",), (embeddings,), world_size)
+        check_masks(fn, positive_mask, negative_mask, batch_size, all_embeddings.shape[0])
+    else:
+        labels = labels.to(embeddings.device)
+        all_embeddings, all_labels = embeddings, labels
+        if world_size > 1:
+            all_embeddings, all_labels = gather_rows(fn, ("embeddings", "labels"), (embeddings, labels), world_size)
     with full_precision(embeddings):
-        columns = torch.arange(all_labels.shape[0], device=labels.device)
-        self_columns = columns[: labels.shape[0]] + rank * labels.shape[0]
+        columns = torch.arange(all_embeddings.shape[0], device=embeddings.device)
+        self_columns = columns[:batch_size] + rank * batch_size
         distances = distance_matrix(embeddings, all_embeddings, distance, self_columns)
-        same = labels[:, None] == all_labels[None, :]
-        positive = same & (columns[None, :] != self_columns[:, None])
-        total, count = _MINERS[mining](distances, same, positive, margin)
+        not_self = columns[None, :] != self_columns[:, None]
+        if labels is None:
+            positive = positive_mask.to(embeddings.device) & not_self
+            negative = negative_mask.to(embeddings.device) & not_self
+        else:
+            same = labels[:, None] == all_labels[None, :]
+            positive, negative = same & not_self, ~same
+        total, count = _MINERS[mining](distances, negative, positive, margin)
         if world_size > 1:
             return world_size * total / all_reduce_sum(count).clamp_min(1)
         return total / count.clamp_min(1)
@@ -163,10 +211,24 @@ class TripletMarginLoss(nn.Module):
         self.distance = distance
         self.gather = gather
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Return :func:`triplet_margin_loss` of the labelled batch with this module's options."""
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor | None = None,
+        *,
+        positive_mask: Tensor | None = None,
+        negative_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Return :func:`triplet_margin_loss` of the labelled (or masked) batch with this module's options."""
         return triplet_margin_loss(
-            embeddings, labels, margin=self.margin, mining=self.mining, distance=self.distance, gather=self.gather
+            embeddings,
+            labels,
+            positive_mask=positive_mask,
+            negative_mask=negative_mask,
+            margin=self.margin,
+            mining=self.mining,
+            distance=self.distance,
+            gather=self.gather,
         )
 
     def extra_repr(self) -> str:

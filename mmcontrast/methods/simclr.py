@@ -1,4 +1,4 @@
-r"""SimCLR: an encoder trained so that two augmented views of one example (an image, an audio clip) agree.
+r"""SimCLR: an encoder trained so that two augmented views of one example (an image, an audio or video clip) agree.
 
 Each example :math:`x_k` of a batch of :math:`N` gets two random views (images: :mod:`mmcontrast.views.simclr`,
 audio: :mod:`mmcontrast.views.audio`); the encoder :math:`f` (a backbone; for audio, its frames pooled over the
@@ -21,7 +21,12 @@ training is :math:`h = f(x)`, before the head; the head is dropped at export.
 The method is the same for every modality; only the batch's input key differs: ``pixel_values``
 ``[B, V, 3, H, W]`` for an :class:`~mmcontrast.modalities.image.ImageEncoder`, ``input_values`` ``[B, V, T]``
 (waveforms, or log-mel ``[B, V, n_mels, F]``) plus an optional ``attention_mask`` ``[B, V, T]`` for an
-:class:`~mmcontrast.modalities.audio.AudioEncoder`, whose utterance embedding pools only the valid frames.
+:class:`~mmcontrast.modalities.audio.AudioEncoder`, whose utterance embedding pools only the valid frames, and
+``pixel_values`` ``[B, V, frames, 3, H, W]`` plus a frame mask for a video encoder
+(:class:`~mmcontrast.modalities.video.VideoEncoder`). With video views that are two clips of one video a random
+time apart (:class:`mmcontrast.views.video.VideoClipViews`, ``mode="cvrl"``) this is CVRL's clip-level contrast
+(Qian et al., "Spatiotemporal Contrastive Video Representation Learning", CVPR 2021,
+https://arxiv.org/abs/2008.03800): other videos' clips are the negatives.
 
 Reference:
     Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual Representations",
@@ -41,12 +46,15 @@ from mmcontrast.losses import nt_xent
 from mmcontrast.methods.base import LossOutput, Method
 from mmcontrast.modalities.audio import AudioEncoder, pad_batch
 from mmcontrast.modalities.image import ImageEncoder
+from mmcontrast.modalities.transformers_video import TransformersVideoEncoder
+from mmcontrast.modalities.video import VideoEncoder
 
-VIEW_INPUTS = {"image": "pixel_values", "audio": "input_values"}
+VIEW_INPUTS = {"image": "pixel_values", "audio": "input_values", "video": "pixel_values"}
 """The batch key of each modality's stacked views (the adapters' own input names)."""
 VIEW_SHAPES = {
     "image": ((5,), "[batch, views >= 2, 3, H, W]"),
     "audio": ((3, 4), "[batch, views >= 2, T] (waveforms) or [batch, views >= 2, n_mels, F] (log-mel)"),
+    "video": ((6,), "[batch, views >= 2, frames, 3, H, W]"),
 }
 PADDED = frozenset({"audio"})
 """Modalities whose views may differ in length: padded at the end, with an ``attention_mask``."""
@@ -86,14 +94,16 @@ class SimCLR(Method):
     """Backbone + projection head trained with NT-Xent over augmented views, for any modality with views.
 
     Rows are made by :class:`mmcontrast.views.ViewsDataset` (images) or
-    :class:`mmcontrast.views.audio.AudioViewsDataset` (audio): ``views``, a list of ``V`` tensors. The backbone is
-    held as ``{modality}_encoder`` (``image_encoder``, ``audio_encoder``) and reached as :attr:`encoder`.
+    :class:`mmcontrast.views.audio.AudioViewsDataset` (audio) or :class:`mmcontrast.views.video.VideoClipViews`
+    (video: uint8 clips, preprocessed by the encoder in the collate): ``views``, a list of ``V`` tensors. The
+    backbone is held as ``{modality}_encoder`` (``image_encoder``, ``audio_encoder``) and reached as :attr:`encoder`.
 
     Args:
         encoder: the backbone ``f`` (kept after training): an :class:`ImageEncoder` (``[N, 3, H, W]`` -> ``[N, d]``)
-            or an :class:`AudioEncoder` (waveforms ``[N, T]`` or log-mel ``[N, n_mels, F]`` -> pooled ``[N, d]``).
+            or an :class:`AudioEncoder` (waveforms ``[N, T]`` or log-mel ``[N, n_mels, F]`` -> pooled ``[N, d]``) or a
+            video encoder (clips ``[N, frames, 3, H, W]`` + frame mask -> ``[N, d]``).
         head: the projection head ``g`` (training only), e.g. :class:`mmcontrast.modalities.heads.MLPHead`.
-        modality: ``image`` or ``audio`` (default: from the encoder's type).
+        modality: ``image``, ``audio`` or ``video`` (default: from the encoder's type).
         temperature: NT-Xent temperature ``tau``.
         gather: use the views of every process as negatives (exact cross-device NT-Xent).
         chunk_size: compute the loss's logits in tiles of this size (``None``: materialise them).
@@ -114,6 +124,7 @@ class SimCLR(Method):
             raise ValueError(f"SimCLR: temperature must be positive, got {temperature}")
         if modality is None:
             modality = "audio" if isinstance(encoder, AudioEncoder) else "image"
+            modality = "video" if isinstance(encoder, (VideoEncoder, TransformersVideoEncoder)) else modality
         if modality not in VIEW_INPUTS:
             raise ValueError(f"SimCLR: modality must be one of {sorted(VIEW_INPUTS)}, got {modality!r}")
         if modality == "audio" and not isinstance(encoder, AudioEncoder):
@@ -137,20 +148,43 @@ class SimCLR(Method):
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """Rows with ``views`` -> ``{input_key: [B, V, ...]}``, plus ``attention_mask`` ``[B, V, T]`` when audio views
-        of different lengths were padded, plus ``labels`` when every row has one (kept, never used)."""
-        values, mask = stack_views(rows, pad=self.modality in PADDED)
-        batch: dict[str, Any] = {self.input_key: values}
-        if mask is not None:
-            batch["attention_mask"] = mask
+        of different lengths were padded (video: ``frame_mask`` ``[B, V, frames]``, the clips preprocessed by the
+        encoder), plus ``labels`` when every row has one (kept, never used)."""
+        if self.modality == "video":
+            batch = self._collate_clips(rows)
+        else:
+            values, mask = stack_views(rows, pad=self.modality in PADDED)
+            batch = {self.input_key: values}
+            if mask is not None:
+                batch["attention_mask"] = mask
         if all("label" in row for row in rows):
             batch["labels"] = torch.tensor([int(row["label"]) for row in rows], dtype=torch.long)
         return batch
 
+    def _collate_clips(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Video views (uint8 clips ``[T, H, W, 3]``) -> the preprocessed clips and frame masks, ``[B, V, ...]``."""
+        if not rows or "views" not in rows[0]:
+            raise ValueError(
+                "SimCLR.collate: rows need 'views' (wrap the videos in mmcontrast.views.video.VideoClipViews)"
+            )
+        counts = {len(row["views"]) for row in rows}
+        if len(counts) != 1:
+            raise ValueError(f"SimCLR.collate: every row needs the same number of views, got {sorted(counts)}")
+        shape = (len(rows), counts.pop())
+        inputs = self.encoder.preprocess([view for row in rows for view in row["views"]])  # row-major: B x V
+        return {
+            "pixel_values": inputs["pixel_values"].reshape(*shape, *inputs["pixel_values"].shape[1:]),
+            "attention_mask": inputs["frame_mask"].reshape(*shape, -1),
+        }
+
     def features(self, values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone features ``[N, d]`` of ``N`` views: an image encoder's output, an audio encoder's pooled
-        utterance embedding over the valid samples (:meth:`AudioEncoder.embed`)."""
+        utterance embedding over the valid samples (:meth:`AudioEncoder.embed`), a video encoder's clip embedding
+        over the valid frames (``attention_mask`` is then the frame mask)."""
         if self.modality == "audio":
             return self.encoder.embed(values, attention_mask)  # type: ignore[operator]
+        if self.modality == "video":
+            return self.encoder(values, attention_mask)
         return self.encoder(values)
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -26,13 +26,17 @@ ignores them, so a padded clip's embedding equals that of the clip alone (batch-
 (``format: mmcontrast-video-encoder``, the pooling options and the image tower's own config);
 :meth:`VideoEncoder.from_pretrained` rebuilds the tower through :meth:`ImageEncoder.from_pretrained` and loads the
 weights without unpickling.
+
+:func:`load_video_encoder` loads either kind of saved video tower: a folder of :meth:`VideoEncoder.save_pretrained`
+or a transformers video model folder (VideoMAE, X-CLIP:
+:class:`~mmcontrast.modalities.transformers_video.TransformersVideoEncoder`).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +112,12 @@ class VideoEncoder(nn.Module):
         """Whether the clip embedding depends on the frames' order (``transformer``: True; ``mean``,
         ``attention``: False). Frame-level time-contrastive losses need encoders that cannot see position."""
         return self.pooling == "transformer"
+
+    @property
+    def frames_see_position(self) -> bool:
+        """Whether :meth:`encode_frames` can see where a frame sits in its clip: never (each frame goes through the
+        image tower alone), so the frame embeddings are fit for frame-level time-contrastive losses."""
+        return False
 
     @property
     def image_size(self) -> int:
@@ -212,8 +222,13 @@ class VideoEncoder(nn.Module):
         hidden = self.temporal(frames + self.position[:, :steps].to(frames.dtype), src_key_padding_mask=~frame_mask)
         return masked_mean(self.norm(hidden), frame_mask)
 
-    def forward(self, pixel_values: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Clip embeddings ``[B, d]``: :meth:`encode_frames` then :meth:`pool` (inputs as :meth:`encode_frames`)."""
+    def forward(
+        self, pixel_values: torch.Tensor | Mapping[str, torch.Tensor], frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Clip embeddings ``[B, d]``: :meth:`encode_frames` then :meth:`pool` (inputs as :meth:`encode_frames`, or
+        the dict :meth:`preprocess` returns, as a two-tower method passes it)."""
+        if isinstance(pixel_values, Mapping):
+            return self.forward(**pixel_values)
         videos, frame_mask = self._check(pixel_values, frame_mask)
         return self.pool(self._frames(videos, frame_mask), frame_mask)
 
@@ -269,3 +284,31 @@ class VideoEncoder(nn.Module):
         except RuntimeError as error:
             raise ValueError(f"'{weights_path}' does not fit the encoder of '{config_path}': {error}") from error
         return encoder.eval()
+
+
+def load_video_encoder(directory: str | Path) -> nn.Module:
+    """The video encoder saved in a local folder, by its format (in eval mode).
+
+    ``config.json`` with ``format: mmcontrast-video-encoder`` loads with :meth:`VideoEncoder.from_pretrained`; a
+    transformers video model (``model_type`` ``videomae`` or ``xclip``, with or without ``mmcontrast_video.json``)
+    with :meth:`~mmcontrast.modalities.transformers_video.TransformersVideoEncoder.from_pretrained`. Any other
+    folder is an error that says what it holds.
+    """
+    config_path = Path(directory) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"load_video_encoder: '{config_path}' does not exist (give a local folder written by a video encoder's "
+            "save_pretrained, or a transformers video model folder)"
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("format") == _CONFIG_FORMAT:
+        return VideoEncoder.from_pretrained(directory)
+    from mmcontrast.modalities.transformers_video import VIDEO_MODEL_TYPES, TransformersVideoEncoder
+
+    if "format" not in config and config.get("model_type") in VIDEO_MODEL_TYPES:
+        return TransformersVideoEncoder.from_pretrained(directory)
+    raise ValueError(
+        f"load_video_encoder: '{config_path}' is not a video encoder (format {config.get('format')!r}, model_type "
+        f"{config.get('model_type')!r}); expected format {_CONFIG_FORMAT!r} (VideoEncoder.save_pretrained) or a "
+        f"transformers video model (model_type {' or '.join(VIDEO_MODEL_TYPES)})"
+    )

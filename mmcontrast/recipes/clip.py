@@ -204,7 +204,8 @@ class ClipRecipe(RecipeBase):
     eval: ZeroShotEvalConfig = field(default_factory=ZeroShotEvalConfig)
 
 
-def _text_tower(config: TextTowerConfig) -> TextEncoder:
+def build_text_tower(config: TextTowerConfig) -> TextEncoder:
+    """The text encoder a `model.text` section describes (a pretrained folder, or a random `config` tower)."""
     if config.config is not None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -272,7 +273,7 @@ def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
     """The CLIP method, and the open_clip model config when its towers come from open_clip."""
     options = {"lock_text": model.lock_text, "gather": model.gather, "mask_positives": model.mask_positives}
     if not model.open_clip.enabled:
-        image, text = build_image_tower(model.image), _text_tower(model.text)
+        image, text = build_image_tower(model.image), build_text_tower(model.text)
         return CLIP(image, text, model.embed_dim, logit_scale_init=model.logit_scale_init, **options), None
     if model.image.backbone or model.image.config or model.text.name_or_path or model.text.config:
         raise ValueError("model.open_clip replaces model.image and model.text: give one or the other")
