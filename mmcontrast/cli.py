@@ -293,6 +293,11 @@ def _zero_shot(args: argparse.Namespace) -> int:
 
     if Path(args.model).is_dir() and folder_kind(args.model).kind == "audio-text":
         return _zero_shot_audio(args)
+    if Path(args.model).is_dir() and folder_kind(args.model).kind == "video-text":
+        raise ValueError(
+            f"--model '{args.model}' is a video-text model: zero-shot on videos runs in its recipe (eval:) or from "
+            "Python (load_mmcontrast_clip(folder).encode('video', clips) / .encode('text', prompts)), not here"
+        )
     if args.audio or args.pattern:
         option = "--audio" if args.audio else "--pattern"
         raise ValueError(f"{option} is for an audio-text (CLAP) model; --model '{args.model}' is not one")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_video_vfr import write_vfr
 
 from mmcontrast.cli import main
 from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip
@@ -78,10 +79,13 @@ def test_tcn_refuses_a_video_model_whose_frames_see_position(tmp_path: Path) -> 
 
 
 def broken_videos(folder: Path) -> list[str]:
-    """Beside links to the real clips: a zero-byte file, a truncated mp4, an audio-only file, a text file."""
+    """Beside links to the real clips: a zero-byte file, a truncated mp4, an audio-only file, a text file (all
+    unusable), and two usable odd ones: a variable-frame-rate file and a 0.5 s clip shorter than a window."""
     folder.mkdir()
     for clip in sorted(VIDEO_DIR.glob("*.mp4")):
         os.symlink(clip, folder / clip.name)
+    write_vfr(folder / "vfr.mkv")
+    write_vfr(folder / "short.mkv", times=[0.0, 0.2, 0.4])
     (folder / "empty.mp4").write_bytes(b"")
     data = (VIDEO_DIR / "car-detection.mp4").read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
@@ -121,7 +125,8 @@ def test_single_view_tcn_on_real_clips_skips_and_reports_broken_files(
     out = capsys.readouterr().out
     for name in bad:
         assert name in out
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3  # each good video decoded once
+    assert "1 video(s) shorter than 4 frames at 4 fps are padded by repeating their last frame: short.mkv" in out
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 5  # each usable video decoded once (VFR, short too)
     scores = json.loads((tmp_path / "run" / "video_eval.json").read_text())
     assert set(scores) == {"model", "random_init", "pixels"}
 
@@ -166,6 +171,8 @@ def test_video_text_recipe_exports_a_two_tower_folder_that_reloads_exactly(tmp_p
         )
     card = (Path(summary["model_dir"]) / "README.md").read_text()
     assert "pipeline_tag: video-classification" in card
+    assert main(["zero-shot", "--model", summary["model_dir"], "--images", "x.png"]) == 2
+    assert main(["eval", "sts", "--model", summary["model_dir"], "--data", "x.csv"]) == 2
 
 
 def test_eval_video_cli_reports_model_random_init_and_pixels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -201,3 +208,21 @@ def test_eval_video_cli_reads_a_table_of_synchronised_views(tmp_path: Path, caps
     shutil.rmtree(tmp_path / "m")
     assert main(["eval", "video", "--model", str(tmp_path / "m"), "--data", str(table)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_multi_view_tcn_trains_from_a_table_of_synchronised_files(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from mmcontrast.data.moving_digits import moving_digits, write_moving_digits
+
+    table = write_moving_digits(tmp_path / "digits", moving_digits(6, num_frames=6, num_views=2, seed=3), fps=4)
+    summary = run(
+        "recipes/tcn_multiview_digits.yaml",
+        tmp_path / "run",
+        f"data.train={table}",
+        "data.frame_size=32",
+        "windows.num_frames=4",
+        "eval.max_frames=6",
+        "train.batch_size=3",
+    )
+    assert "12 files = 6 videos x 2 cameras" in capsys.readouterr().out
+    assert summary["global_step"] == 2
+    assert set(json.loads((tmp_path / "run" / "video_eval.json").read_text())) == {"model", "random_init", "pixels"}

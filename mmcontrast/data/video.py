@@ -523,3 +523,37 @@ def load_video_rows(
             f"({', '.join(sorted(VIDEO_SUFFIXES))}) in it or in class sub-folders"
         )
     return check_video_rows(rows, min_seconds=min_seconds), classes
+
+
+def synchronised_views(
+    rows: list[dict[str, Any]], fps: float, *, size: Size = None, cache: FrameCache | None = None
+) -> list[dict[str, Any]]:
+    """Rows of files that share a ``sync`` value (one per camera, ordered by ``view``) -> one row per video with its
+    decoded synchronised ``views``, uint8 ``[V, T, H, W, 3]`` (frames at ``fps``; the views cut to the shortest).
+
+    The other columns come from the first view's row (``caption``, ``label``...). Every group needs the same number
+    of views. Decoding happens here, once, into memory (a :class:`FrameCache` keeps it across runs): meant for
+    datasets that fit in memory, as multi-camera recordings for time-contrastive learning usually are.
+
+    Raises:
+        ValueError: a row without ``sync``, or groups with different numbers of views (the message names them).
+    """
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("sync") in (None, ""):
+            raise ValueError(f"'{row['video']}' has no sync value; give every row of a multi-camera table one")
+        groups.setdefault(row["sync"], []).append(row)
+    counts = {sync: len(group) for sync, group in groups.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"synchronised videos need the same number of views each; views per sync value: {counts}")
+    out = []
+    for group in tqdm(groups.values(), desc="decoding synchronised views", leave=False):
+        group = sorted(group, key=lambda row: int(row.get("view", 0)))
+        clips = [
+            cache.video(row["video"], fps, size) if cache else decode_video(row["video"], fps, size=size)
+            for row in group
+        ]
+        length = min(len(clip) for clip in clips)
+        first = {key: value for key, value in group[0].items() if key not in ("video", "info", "view")}
+        out.append({**first, "views": torch.stack([torch.as_tensor(clip[:length]) for clip in clips])})
+    return out

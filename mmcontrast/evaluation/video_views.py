@@ -128,30 +128,37 @@ def views_from_rows(
     size: int | None = 64,
     max_frames: int = 64,
     seed: int = 0,
+    synchronised: bool = True,
 ) -> tuple[list[list[Clip]], list[str]]:
     """The views of every video and a name per video.
 
     Rows with synchronised in-memory ``views`` (moving digits) give their first ``num_views`` cameras. Rows of files
     that share a ``sync`` value are one video seen by several cameras (ordered by ``view``; decoded at ``fps``, the
-    shortest length kept). Any other row (a file or ``frames``) gives ``num_views`` augmented copies
-    (:func:`augmented_views`; ``augment`` is then required).
+    shortest length kept). Any other row (a file or ``frames``), and with ``synchronised=False`` every row (in-memory
+    views: their first camera), gives ``num_views`` augmented copies (:func:`augmented_views`; ``augment`` is then
+    required).
     """
     videos: list[list[Clip]] = []
     names: list[str] = []
     synced: dict[Any, list[dict[str, Any]]] = {}
     for index, row in enumerate(rows):
-        if "views" in row:
+        if "views" in row and synchronised:
             if len(row["views"]) < num_views:
                 raise ValueError(f"video {index} has {len(row['views'])} synchronised views, fewer than {num_views}")
             videos.append([torch.as_tensor(view) for view in row["views"][:num_views]])
             names.append(str(row.get("caption", index)))
             continue
-        if "video" in row and row.get("sync") not in (None, ""):
+        if "video" in row and row.get("sync") not in (None, "") and synchronised:
             synced.setdefault(row["sync"], []).append(row)
             continue
         if augment is None:
             raise ValueError("views_from_rows: rows without synchronised views need an augmentation to make views")
-        frames = row["frames"] if "frames" in row else decode_video(row["video"], fps, size=size, max_frames=max_frames)
+        if "views" in row:
+            frames = row["views"][0]
+        elif "frames" in row:
+            frames = row["frames"]
+        else:
+            frames = decode_video(row["video"], fps, size=size, max_frames=max_frames)
         videos.append(augmented_views(torch.as_tensor(frames), num_views, augment, seed=seed, index=index))
         names.append(Path(str(row.get("video", index))).name)
     for sync, group in synced.items():

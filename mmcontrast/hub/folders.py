@@ -56,8 +56,8 @@ class FolderKind:
     """What a folder holds.
 
     Attributes:
-        kind: `text`, `image-text`, `audio-text`, `image`, `audio`, `video`, `checkpoint`, `checkpoints`, `run`,
-            `pickle-only`, `empty` or `unknown`.
+        kind: `text`, `image-text`, `audio-text`, `video-text`, `image`, `audio`, `video`, `checkpoint`,
+            `checkpoints`, `run`, `pickle-only`, `empty` or `unknown`.
         format: for a model, its format: `sentence-transformers`, `open_clip`, `mmcontrast-clip`,
             `mmcontrast-image-encoder`, `mmcontrast-audio-encoder`, `mmcontrast-video-encoder`, or
             `transformers <model_type>` (a transformers video folder: `transformers videomae` / `transformers xclip`);
@@ -99,8 +99,9 @@ def folder_kind(folder: str | Path) -> FolderKind:
         return FolderKind("text", "sentence-transformers")
     config = _config(folder) if "config.json" in names else {}
     if config.get("format") == "mmcontrast-clip":
-        audio = "audio" in config.get("modalities", ())
-        return FolderKind("audio-text" if audio else "image-text", "mmcontrast-clip")
+        modalities = config.get("modalities", ())
+        kind = "audio-text" if "audio" in modalities else "video-text" if "video" in modalities else "image-text"
+        return FolderKind(kind, "mmcontrast-clip")
     if config.get("format") == "mmcontrast-image-encoder":
         return FolderKind("image", "mmcontrast-image-encoder")
     if config.get("format") == "mmcontrast-audio-encoder":
@@ -167,7 +168,7 @@ def check_model_folder(folder: str | Path, wanted: Wanted | tuple[Wanted, ...]) 
         if found.kind == "text":
             _check_text_folder(folder, path)
         return
-    if len(kinds) > 1 and found.kind in ("text", "image-text", "audio-text", "image", "audio", "video"):
+    if len(kinds) > 1 and found.kind in ("text", "image-text", "audio-text", "video-text", "image", "audio", "video"):
         article = "an" if found.kind[0] in "aeiou" else "a"
         raise ModelFolderError(
             f"'{folder}' is {article} {found.kind} model folder ({found.format}), not one of the kinds this command "
@@ -200,6 +201,11 @@ def check_model_folder(folder: str | Path, wanted: Wanted | tuple[Wanted, ...]) 
         "audio-text": (
             f"'{folder}' is an audio-text (CLAP) model folder ({found.format}), not a {wanted} model: "
             "use mmcontrast zero-shot"
+        ),
+        "video-text": (
+            f"'{folder}' is a video-text model folder ({found.format}), not a {wanted} model: load it with "
+            "mmcontrast.hub.mmcontrast_clip.load_mmcontrast_clip, or give its video_encoder sub-folder to "
+            "mmcontrast eval video / eval probe"
         ),
         "audio": (
             f"'{folder}' is an audio encoder folder ({found.format}), not a {wanted} model: probe it with "

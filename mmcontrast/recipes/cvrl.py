@@ -4,7 +4,6 @@ SimCLR's NT-Xent over clip embeddings (other videos' clips are the negatives) ->
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,13 +11,13 @@ from typing import Any, Literal
 import yaml
 
 from mmcontrast.engine.trainer import TrainingResult
-from mmcontrast.evaluation.video_views import compare_on_views, embed_views, plot_views, summary_table, view_metrics
+from mmcontrast.evaluation.video_views import embed_views, view_metrics
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.simclr import SimCLR
 from mmcontrast.modalities.heads import projection_head
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.simclr import HeadConfig
-from mmcontrast.recipes.tcn import VideoViewsEvalConfig, held_out_views, tiny_frames_tower, versus
+from mmcontrast.recipes.tcn import VideoViewsEvalConfig, held_out_views, save_and_score, tiny_frames_tower, versus
 from mmcontrast.recipes.video_data import VideoAugmentConfig, VideoDataConfig
 from mmcontrast.recipes.video_tower import VideoTowerConfig, build_video_tower
 from mmcontrast.typed_config import NonNegativeInt, PositiveFloat, PositiveInt
@@ -103,6 +102,7 @@ def build(recipe: CvrlRecipe, raw: dict[str, Any]) -> RecipeParts:
     method = SimCLR(encoder, head, modality="video", temperature=model.temperature, gather=model.gather)
     untrained = copy.deepcopy(encoder)
     rows, skipped = recipe.data.rows()
+    recipe.data.report_short(rows, recipe.clips.num_frames)
     clips = VideoClipViews(
         rows,
         ClipSampling(num_frames=recipe.clips.num_frames, fps=recipe.data.fps),
@@ -141,11 +141,7 @@ def export(
     """Write the video encoder folder (the head is dropped), scored against its random init and raw pixels on the
     held-out views (`video_eval.json`, plots, card)."""
     encoder = method.encoder
-    encoder.save_pretrained(model_dir)
-    scores = compare_on_views(encoder, views, baseline=untrained)
-    (output_dir / "video_eval.json").write_text(json.dumps(scores, indent=1))
-    print("held-out views:\n" + summary_table(scores))
-    plot_views(encoder, views, model_dir)
+    scores = save_and_score(encoder, views, untrained, output_dir, model_dir)
     dataset = recipe.eval.data or "held-out"
     write_model_card(
         model_dir,

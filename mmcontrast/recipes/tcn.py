@@ -107,6 +107,8 @@ class VideoViewsEvalConfig:
         num_views: views per video (synchronised cameras, else differently augmented copies).
         max_frames: frames per view decoded from files (at `data.fps`).
         seed: seed of the held-out videos and of the views' augmentation.
+        synchronised: views are the synchronised cameras where the data has them; false: augmented copies of each
+            video (of its first camera).
     """
 
     data: str | None = None
@@ -114,6 +116,7 @@ class VideoViewsEvalConfig:
     num_views: PositiveInt = 2
     max_frames: PositiveInt = 64
     seed: Seed = 1000
+    synchronised: bool = True
 
 
 @dataclass
@@ -154,6 +157,7 @@ def held_out_views(
         size=data.frame_size,
         max_frames=config.max_frames,
         seed=config.seed,
+        synchronised=config.synchronised,
     )
     return views
 
@@ -174,6 +178,7 @@ def build(recipe: TcnRecipe, raw: dict[str, Any]) -> RecipeParts:
     )
     untrained = copy.deepcopy(encoder)  # the random-init baseline: exactly where training starts
     rows, skipped = recipe.data.rows()
+    recipe.data.report_short(rows, recipe.windows.num_frames)
     windows = FrameWindows(
         rows,
         recipe.windows.num_frames,
@@ -206,6 +211,19 @@ def versus(scores: dict[str, dict[str, float]], key: str, name: str) -> str:
     return f"{name} {model:.3f} (random init {init:.3f}, raw pixels {pixels:.3f})"
 
 
+def save_and_score(
+    encoder: Any, views: list[list[Any]], untrained: Any, output_dir: Path, model_dir: Path
+) -> dict[str, dict[str, float]]:
+    """Save a video encoder folder and score it, its random init (``untrained``) and raw pixels on held-out views:
+    ``OUTPUT_DIR/video_eval.json``, a printed table, and the alignment and trajectory plots in the model folder."""
+    encoder.save_pretrained(model_dir)
+    scores = compare_on_views(encoder, views, baseline=untrained)
+    (output_dir / "video_eval.json").write_text(json.dumps(scores, indent=1))
+    print("held-out views:\n" + summary_table(scores))
+    plot_views(encoder, views, model_dir)
+    return scores
+
+
 def export(
     method: TimeContrastive,
     recipe: TcnRecipe,
@@ -219,11 +237,7 @@ def export(
     """Write the video encoder folder, score it against its random init and raw pixels on the held-out views
     (`video_eval.json` in the run folder, plots and results in the card)."""
     encoder = method.encoder
-    encoder.save_pretrained(model_dir)
-    scores = compare_on_views(encoder, views, baseline=untrained)
-    (output_dir / "video_eval.json").write_text(json.dumps(scores, indent=1))
-    print("held-out views:\n" + summary_table(scores))
-    plot_views(encoder, views, model_dir)
+    scores = save_and_score(encoder, views, untrained, output_dir, model_dir)
     setting = "synchronised cameras" if len(views[0]) > 1 and recipe.data.generated else "views"
     results = [
         ("video-alignment", recipe.eval.data or "held-out", name, value) for name, value in scores["model"].items()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from mmcontrast.data.moving_digits import moving_digits
-from mmcontrast.data.video import FrameCache, load_video_rows
+from mmcontrast.data.video import FrameCache, load_video_rows, synchronised_views
 from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt, Seed, UnitFloat
 from mmcontrast.views.video import ConsistentAugment, consistent_augment
 
@@ -69,7 +70,9 @@ class VideoDataConfig:
     Attributes:
         train: `moving_digits` (generated, see `moving_digits`), a folder of videos (mp4, mkv, webm, avi...; with a
             `metadata.csv` / `metadata.jsonl` holding `file_name` and columns such as `caption`, `label`, `view`,
-            `sync`, or one sub-folder per class, or plain files) or such a table.
+            `sync`, or one sub-folder per class, or plain files) or such a table. When every row has a `sync` value,
+            the files sharing one are the synchronised cameras of one video (ordered by `view`), decoded into memory
+            once at the start.
         moving_digits: the generated videos when `train` is `moving_digits`.
         fps: frames per second decoded from files (the time grid of clips and windows).
         frame_size: decode frames of files with this shorter side (null: the file's own size).
@@ -94,6 +97,18 @@ class VideoDataConfig:
         """The decoded-frame cache of files, if one is set."""
         return FrameCache(self.cache) if self.cache and not self.generated else None
 
+    def report_short(self, rows: list[dict[str, Any]], num_frames: int) -> int:
+        """Name the files shorter than ``num_frames`` frames at `fps` (their last frame is repeated to fill a clip or
+        window: counted and reported, not an error); returns how many."""
+        short = [row for row in rows if "info" in row and row["info"].duration * self.fps < num_frames]
+        if short:
+            names = ", ".join(Path(str(row["video"])).name for row in short[:10]) + (" ..." if len(short) > 10 else "")
+            print(
+                f"data.train: {len(short)} video(s) shorter than {num_frames} frames at {self.fps:g} fps are padded "
+                f"by repeating their last frame: {names}"
+            )
+        return len(short)
+
     def rows(self) -> tuple[list[dict[str, Any]], int]:
         """The training rows and how many files were skipped (bad files are reported, never a crash)."""
         if self.generated:
@@ -110,6 +125,9 @@ class VideoDataConfig:
             if found.skipped:
                 print(f"data.train '{self.train}': {found.report()}")
             rows, skipped = found.rows, len(found.skipped)
+            if all(row.get("sync") not in (None, "") for row in rows):  # several cameras per video: group them
+                rows = synchronised_views(rows, self.fps, size=self.frame_size, cache=self.frame_cache())
+                print(f"data.train: {len(found.rows)} files = {len(rows)} videos x {len(rows[0]['views'])} cameras")
         return (rows[: self.limit] if self.limit else rows), skipped
 
 

@@ -185,6 +185,7 @@ def build(recipe: VideoTextRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, captioned clips, sampler and the zero-shot evaluator of a video-text recipe."""
     method = _method(recipe.model)
     rows, skipped = recipe.data.rows()
+    recipe.data.report_short(rows, recipe.num_frames)
     missing = [i for i, row in enumerate(rows) if not row.get("caption")]
     if missing:
         raise ValueError(
