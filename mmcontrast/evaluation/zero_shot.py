@@ -138,12 +138,13 @@ def image_text_retrieval(image_embeddings: torch.Tensor, captions: Sequence[str]
     }
 
 
-def audio_text_retrieval(
-    audio_embeddings: torch.Tensor, captions: Sequence[str], encoder: AudioTextEncoder
+def modality_text_retrieval(
+    embeddings: torch.Tensor, captions: Sequence[str], encoder: AudioTextEncoder | DualEncoder, modality: str
 ) -> dict[str, float]:
-    """Recall@1/5/10 of audio -> text and text -> audio over paired data (identical captions all count)."""
-    metrics = image_text_retrieval(audio_embeddings, captions, encoder)  # type: ignore[arg-type]
-    return {key.replace("image", "audio"): value for key, value in metrics.items()}
+    """Recall@1/5/10 of ``modality`` -> text and text -> ``modality`` (audio, video) over paired data (identical
+    captions all count); keys as :func:`image_text_retrieval` gives them, with the modality's name."""
+    metrics = image_text_retrieval(embeddings, captions, encoder)  # type: ignore[arg-type]
+    return {key.replace("image", modality): value for key, value in metrics.items()}
 
 
 def logit_scale(encoder: DualEncoder | AudioTextEncoder) -> float:

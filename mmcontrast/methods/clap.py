@@ -87,8 +87,3 @@ class CLAP(TwoTower):
     def encode_audio(self, waveforms: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
         """Normalised embeddings of mono waveforms at :attr:`sample_rate` (eval mode, no gradient, fp32, CPU)."""
         return self.encode("audio", waveforms, batch_size)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Normalised text embeddings (eval mode, no gradient, fp32 on the CPU)."""
-        return self.encode("text", texts, batch_size)

@@ -90,8 +90,3 @@ class CLIP(TwoTower):
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 128) -> torch.Tensor:
         """Embed images for evaluation (eval mode, no gradient, fp32 on the CPU)."""
         return self.encode("image", images, batch_size)
-
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Embed texts for evaluation (eval mode, no gradient, fp32 on the CPU)."""
-        return self.encode("text", texts, batch_size)

@@ -218,6 +218,10 @@ class TwoTower(Method):
         tower = self.tower(modality)
         return self._encode(items, batch_size, tower.preprocess, lambda inputs: self.embed_tower(modality, inputs))
 
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Normalised embeddings of texts (the ``text`` tower; eval mode, no gradient, fp32 on the CPU)."""
+        return self.encode("text", texts, batch_size)
+
     def _encode(
         self,
         items: Sequence[Any],

@@ -26,8 +26,8 @@ from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
     AUDIO_TEMPLATES,
     AudioTextEncoder,
-    audio_text_retrieval,
     classes_by_name,
+    modality_text_retrieval,
     zero_shot_classifier,
     zero_shot_metrics,
 )
@@ -302,7 +302,7 @@ class _ZeroShot:
         embeddings = encoder.encode_audio(self.waveforms)
         metrics, predictions = zero_shot_metrics(embeddings, self.labels, classifier)
         if self.retrieval:
-            metrics |= audio_text_retrieval(embeddings, self.captions, encoder)
+            metrics |= modality_text_retrieval(embeddings, self.captions, encoder, "audio")
         return metrics, predictions.tolist()
 
     def __call__(self, encoder: AudioTextEncoder) -> dict[str, float]:

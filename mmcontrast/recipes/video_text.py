@@ -16,6 +16,7 @@ import yaml
 from mmcontrast.data.moving_digits import DIGIT_NAMES, DIRECTIONS
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
+from mmcontrast.evaluation.zero_shot import modality_text_retrieval
 from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip, register_method_builder, save_mmcontrast_clip
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.two_tower import TwoTower
@@ -148,37 +149,41 @@ class CaptionedClips(torch.utils.data.Dataset):
 
 
 class ZeroShotVideo:
-    """Zero-shot accuracy of direction and digit on held-out moving digits (camera 0), from prompt ensembles:
-    a direction's text embedding is the mean over the ten digits ("a zero moving up", ...), a digit's over the four
-    directions."""
+    """Zero-shot accuracy of direction and digit on held-out moving digits (camera 0), from prompt ensembles (a
+    direction's text embedding is the mean over the ten digits, "a zero moving up", ...; a digit's over the four
+    directions), and video-text retrieval recall@1/5/10 against their captions (identical captions all count)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
         self.clips = [torch.as_tensor(row["views"][0]) for row in rows]
+        self.captions = [str(row["caption"]) for row in rows]
         self.labels = {
             "direction": [int(row["direction_label"]) for row in rows],
             "digit": [int(row["digit"]) for row in rows],
         }
 
-    def predictions(self, method: TwoTower) -> dict[str, list[int]]:
-        videos = F.normalize(method.encode("video", self.clips), dim=-1)
+    def predictions(self, method: TwoTower, videos: torch.Tensor | None = None) -> dict[str, list[int]]:
+        """Predicted direction and digit of every held-out clip."""
+        videos = F.normalize(method.encode("video", self.clips) if videos is None else videos, dim=-1)
         out = {}
         for name, classes, templates in (
             ("direction", DIRECTIONS, _DIRECTION_TEMPLATES),
             ("digit", DIGIT_NAMES, _DIGIT_TEMPLATES),
         ):
             prompts = [template.format(c) for c in classes for template in templates]
-            texts = F.normalize(method.encode("text", prompts), dim=-1).view(len(classes), len(templates), -1)
+            texts = F.normalize(method.encode_texts(prompts), dim=-1).view(len(classes), len(templates), -1)
             classifier = F.normalize(texts.mean(dim=1), dim=-1)
             out[name] = (videos @ classifier.T).argmax(dim=1).tolist()
         return out
 
     def __call__(self, method: TwoTower) -> dict[str, float]:
-        predictions = self.predictions(method)
-        return {
+        videos = method.encode("video", self.clips)
+        predictions = self.predictions(method, videos)
+        metrics = {
             f"{name}_accuracy": sum(p == y for p, y in zip(predictions[name], self.labels[name], strict=True))
             / len(self.labels[name])
             for name in predictions
         }
+        return metrics | modality_text_retrieval(videos, self.captions, method, "video")
 
 
 def build(recipe: VideoTextRecipe, raw: dict[str, Any]) -> RecipeParts:
@@ -246,7 +251,10 @@ def export(
             zero_shot.labels["digit"], predictions["digit"], list(DIGIT_NAMES), model_dir / "digits.png"
         )
         (output_dir / "zero_shot.json").write_text(json.dumps(metrics, indent=1))
-        results = [("zero-shot-video-classification", "moving-digits", name, value) for name, value in metrics.items()]
+        results = [
+            ("video-text-retrieval" if "/" in name else "zero-shot-video-classification", "moving-digits", name, value)
+            for name, value in metrics.items()
+        ]
     pooling = recipe.model.video.pooling if recipe.model.video.kind == "frames" else recipe.model.video.kind
     write_model_card(
         model_dir,
