@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/clap_vs_transformers.py
 	$(BIN)/python benchmarks/cached_step_bench.py
 	$(BIN)/python benchmarks/loss_bench.py
+	$(BIN)/python benchmarks/video_decode.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
