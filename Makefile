@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# lightly's loss modules (peer-parity tests) need only torch, torchvision and numpy: its training stack is left out
+	$(BIN)/python -m pip install --quiet --no-deps "lightly==1.6.0"
 	touch $(STAMP)
 
 install: $(STAMP)

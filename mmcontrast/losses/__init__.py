@@ -18,9 +18,27 @@ from mmcontrast.losses.candidates import (
     cpc_info_nce,
     sample_cpc_negatives,
 )
+from mmcontrast.losses.debiased import (
+    DebiasedNTXentLoss,
+    HardNegativeNTXentLoss,
+    debiased_nt_xent,
+    hard_negative_nt_xent,
+)
+from mmcontrast.losses.decoupled import DCLLoss, DCLWLoss, dcl
 from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
+from mmcontrast.losses.hypersphere import HypersphereLoss, alignment, hypersphere_loss, uniformity
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
+from mmcontrast.losses.lifted import LiftedStructureLoss, lifted_structure_loss
 from mmcontrast.losses.multi_positive import MultiPositiveInfoNCELoss, multi_positive_info_nce
+from mmcontrast.losses.non_contrastive import (
+    BarlowTwinsLoss,
+    NegativeCosineLoss,
+    VICRegLoss,
+    barlow_twins,
+    negative_cosine,
+    vicreg,
+)
+from mmcontrast.losses.npairs import NPairsLoss, npairs
 from mmcontrast.losses.nt_xent import NTXentLoss, nt_xent
 from mmcontrast.losses.pair_margin import PairMarginLoss, pair_margin_loss
 from mmcontrast.losses.queue import MemoryQueue
@@ -31,37 +49,64 @@ from mmcontrast.losses.scored_pairs import (
     cosine_similarity_loss,
 )
 from mmcontrast.losses.sigmoid import SigmoidLoss, sigmoid_loss
+from mmcontrast.losses.soft_nn import SoftNearestNeighbourLoss, soft_nearest_neighbour_loss
+from mmcontrast.losses.supcon import SupConLoss, supcon
 from mmcontrast.losses.time_masks import label_masks, time_masks
 from mmcontrast.losses.triplet import TripletMarginLoss, triplet_margin_loss
 
 __all__ = [
     "EMA",
+    "BarlowTwinsLoss",
     "CPCLoss",
     "CPCOutput",
     "CandidateInfoNCELoss",
     "CoSENTLoss",
     "CosineSimilarityLoss",
+    "DCLLoss",
+    "DCLWLoss",
+    "DebiasedNTXentLoss",
+    "HardNegativeNTXentLoss",
+    "HypersphereLoss",
     "InfoNCELoss",
+    "LiftedStructureLoss",
     "LogitScale",
     "MemoryQueue",
     "MomentumSchedule",
     "MultiPositiveInfoNCELoss",
+    "NPairsLoss",
     "NTXentLoss",
+    "NegativeCosineLoss",
     "PairMarginLoss",
     "SigmoidLoss",
+    "SoftNearestNeighbourLoss",
+    "SupConLoss",
     "TripletMarginLoss",
+    "VICRegLoss",
+    "alignment",
+    "barlow_twins",
     "candidate_info_nce",
     "cosent_loss",
     "cosine_momentum",
     "cosine_similarity_loss",
     "cpc_info_nce",
+    "dcl",
+    "debiased_nt_xent",
+    "hard_negative_nt_xent",
+    "hypersphere_loss",
     "info_nce",
     "label_masks",
+    "lifted_structure_loss",
     "multi_positive_info_nce",
+    "negative_cosine",
+    "npairs",
     "nt_xent",
     "pair_margin_loss",
     "sample_cpc_negatives",
     "sigmoid_loss",
+    "soft_nearest_neighbour_loss",
+    "supcon",
     "time_masks",
     "triplet_margin_loss",
+    "uniformity",
+    "vicreg",
 ]
