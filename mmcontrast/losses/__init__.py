@@ -29,7 +29,9 @@ from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
 from mmcontrast.losses.hypersphere import HypersphereLoss, alignment, hypersphere_loss, uniformity
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
 from mmcontrast.losses.lifted import LiftedStructureLoss, lifted_structure_loss
+from mmcontrast.losses.mochi import MochiInfoNCELoss, MochiMixing, mochi_info_nce, mochi_negatives, sample_mochi_mixing
 from mmcontrast.losses.multi_positive import MultiPositiveInfoNCELoss, multi_positive_info_nce
+from mmcontrast.losses.nce import BinaryNCELoss, MemoryBank, binary_nce, estimate_normaliser
 from mmcontrast.losses.non_contrastive import (
     BarlowTwinsLoss,
     NegativeCosineLoss,
@@ -57,6 +59,7 @@ from mmcontrast.losses.triplet import TripletMarginLoss, triplet_margin_loss
 __all__ = [
     "EMA",
     "BarlowTwinsLoss",
+    "BinaryNCELoss",
     "CPCLoss",
     "CPCOutput",
     "CandidateInfoNCELoss",
@@ -70,7 +73,10 @@ __all__ = [
     "InfoNCELoss",
     "LiftedStructureLoss",
     "LogitScale",
+    "MemoryBank",
     "MemoryQueue",
+    "MochiInfoNCELoss",
+    "MochiMixing",
     "MomentumSchedule",
     "MultiPositiveInfoNCELoss",
     "NPairsLoss",
@@ -84,6 +90,7 @@ __all__ = [
     "VICRegLoss",
     "alignment",
     "barlow_twins",
+    "binary_nce",
     "candidate_info_nce",
     "cosent_loss",
     "cosine_momentum",
@@ -91,17 +98,21 @@ __all__ = [
     "cpc_info_nce",
     "dcl",
     "debiased_nt_xent",
+    "estimate_normaliser",
     "hard_negative_nt_xent",
     "hypersphere_loss",
     "info_nce",
     "label_masks",
     "lifted_structure_loss",
+    "mochi_info_nce",
+    "mochi_negatives",
     "multi_positive_info_nce",
     "negative_cosine",
     "npairs",
     "nt_xent",
     "pair_margin_loss",
     "sample_cpc_negatives",
+    "sample_mochi_mixing",
     "sigmoid_loss",
     "soft_nearest_neighbour_loss",
     "supcon",
