@@ -387,6 +387,7 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 step += 1
+                self.method.after_optimizer_step(step, self.total_steps)  # EMA targets, queues (checkpointed state)
                 progress.update(1)
                 if step % config.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start

@@ -52,6 +52,13 @@ class Method(nn.Module):
         """The training loss over the embeddings of a whole batch."""
         raise NotImplementedError
 
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called by the engine right after each optimizer step (once per step, not per micro-batch under gradient
+        accumulation) with the new global step: where momentum methods move their EMA targets and fill their
+        queues. Keep the state it changes in the method's parameters or buffers (an :class:`~mmcontrast.losses.EMA`
+        target module, a :class:`~mmcontrast.losses.MemoryQueue`): checkpoints then hold it and a resumed run
+        continues it exactly. Does nothing by default."""
+
     def forward(
         self,
         batch: dict[str, Any],
