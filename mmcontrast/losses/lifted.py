@@ -41,47 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from mmcontrast.losses.distributed import all_reduce_sum, gather_rows, rank_and_world_size
-from mmcontrast.losses.similarity import check_embeddings, check_labels, distance_matrix, full_precision
-from mmcontrast.losses.time_masks import check_masks
+from mmcontrast.losses.similarity import check_embeddings, distance_matrix, full_precision
+from mmcontrast.losses.time_masks import pair_masks
 
 
 def _check_margin(fn: str, margin: float) -> None:
     if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin):
         raise ValueError(f"{fn}: margin must be a finite number, got {margin!r}")
-
-
-def resolve_pairs(
-    fn: str,
-    embeddings: Tensor,
-    labels: Tensor | None,
-    positive_mask: Tensor | None,
-    negative_mask: Tensor | None,
-    world_size: int,
-) -> tuple[Tensor, Tensor | None]:
-    """Validate labels / masks; return the gathered embeddings and the gathered labels (``None`` with masks)."""
-    use_masks = positive_mask is not None or negative_mask is not None
-    if labels is not None and use_masks:
-        raise ValueError(
-            f"{fn}: pass either labels or positive_mask and negative_mask, not both "
-            "(label_masks(labels) turns labels into masks)"
-        )
-    if labels is None and (positive_mask is None or negative_mask is None):
-        missing = "labels" if not use_masks else ("negative_mask" if negative_mask is None else "positive_mask")
-        raise ValueError(
-            f"{fn}: {missing} is missing; pass labels, or both positive_mask and negative_mask "
-            "(e.g. from time_masks or label_masks)"
-        )
-    if labels is None:
-        all_embeddings = embeddings
-        if world_size > 1:
-            (all_embeddings,) = gather_rows(fn, ("embeddings",), (embeddings,), world_size)
-        check_masks(fn, positive_mask, negative_mask, embeddings.shape[0], all_embeddings.shape[0])
-        return all_embeddings, None
-    check_labels(fn, "labels", labels, embeddings.shape[0])
-    labels = labels.to(embeddings.device)
-    if world_size > 1:
-        return tuple(gather_rows(fn, ("embeddings", "labels"), (embeddings, labels), world_size))
-    return embeddings, labels
 
 
 def lifted_structure_loss(
@@ -117,20 +83,11 @@ def lifted_structure_loss(
     fn = "lifted_structure_loss"
     check_embeddings(fn, "embeddings", embeddings)
     _check_margin(fn, margin)
-    batch_size = embeddings.shape[0]
-    rank, world_size = rank_and_world_size(gather)
-    all_embeddings, all_labels = resolve_pairs(fn, embeddings, labels, positive_mask, negative_mask, world_size)
+    _, world_size = rank_and_world_size(gather)
+    pairs = pair_masks(fn, embeddings, labels, positive_mask, negative_mask, gather=gather)
     with full_precision(embeddings):
-        columns = torch.arange(all_embeddings.shape[0], device=embeddings.device)
-        self_columns = columns[:batch_size] + rank * batch_size
-        distances = distance_matrix(embeddings, all_embeddings, "euclidean", self_columns)
-        not_self = columns[None, :] != self_columns[:, None]
-        if all_labels is None:
-            positive = positive_mask.to(embeddings.device) & not_self
-            negative = negative_mask.to(embeddings.device) & not_self
-        else:
-            same = labels.to(embeddings.device)[:, None] == all_labels[None, :]
-            positive, negative = same & not_self, ~same
+        distances = distance_matrix(embeddings, pairs.columns, "euclidean", pairs.self_columns)
+        positive, negative = pairs.positive, pairs.negative
         # Per row: log sum_{k in N(i)} exp(m - D_ik), -inf for a row without negatives.
         has_negative = negative.any(dim=1)
         logits = (margin - distances).masked_fill(~negative, -math.inf)

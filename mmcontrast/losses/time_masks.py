@@ -33,6 +33,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -191,3 +192,71 @@ def check_masks(
             f"{fn}: positive_mask and negative_mask are both true at row {row}, column {column}; "
             "a column is a positive, a negative or neither, never both"
         )
+
+
+class PairMasks(NamedTuple):
+    """A batch's columns and pair masks, from :func:`pair_masks`.
+
+    Attributes:
+        columns: the embeddings of all ranks, ``[W*B, d]`` (gathered with gradient; the local ones on one process).
+        positive: ``[B, W*B]``: positives of each local row, never the row itself.
+        negative: ``[B, W*B]``: negatives of each local row, never the row itself.
+        self_columns: ``[B]``: the column of each local row.
+    """
+
+    columns: Tensor
+    positive: Tensor
+    negative: Tensor
+    self_columns: Tensor
+
+
+def pair_masks(
+    fn: str,
+    embeddings: Tensor,
+    labels: Tensor | None,
+    positive_mask: Tensor | None,
+    negative_mask: Tensor | None,
+    *,
+    gather: bool,
+) -> PairMasks:
+    """The columns and positive / negative masks of a pair loss that takes ``labels`` or explicit masks.
+
+    Exactly one of ``labels`` (same label: positive, other label: negative) or both masks (``[B, W*B]``, from
+    :func:`time_masks` or :func:`label_masks`) must be given; errors name ``fn`` and what is missing. With
+    ``gather`` and a process group of ``W`` ranks the embeddings (and labels) of all ranks are gathered with
+    gradient.
+    """
+    use_masks = positive_mask is not None or negative_mask is not None
+    if labels is not None and use_masks:
+        raise ValueError(
+            f"{fn}: pass either labels or positive_mask and negative_mask, not both "
+            "(label_masks(labels) turns labels into masks)"
+        )
+    if labels is None and (positive_mask is None or negative_mask is None):
+        missing = "labels" if not use_masks else ("negative_mask" if negative_mask is None else "positive_mask")
+        raise ValueError(
+            f"{fn}: {missing} is missing; pass labels, or both positive_mask and negative_mask "
+            "(e.g. from time_masks or label_masks)"
+        )
+    batch_size = embeddings.shape[0]
+    rank, world_size = rank_and_world_size(gather)
+    if labels is None:
+        columns = embeddings
+        if world_size > 1:
+            (columns,) = gather_rows(fn, ("embeddings",), (embeddings,), world_size)
+        check_masks(fn, positive_mask, negative_mask, batch_size, columns.shape[0])
+    else:
+        check_labels(fn, "labels", labels, batch_size)
+        labels = labels.to(embeddings.device)
+        columns, all_labels = embeddings, labels
+        if world_size > 1:
+            columns, all_labels = gather_rows(fn, ("embeddings", "labels"), (embeddings, labels), world_size)
+    self_columns = _self_columns(batch_size, rank, embeddings.device)
+    not_self = torch.arange(columns.shape[0], device=embeddings.device)[None, :] != self_columns[:, None]
+    if labels is None:
+        positive = positive_mask.to(embeddings.device) & not_self
+        negative = negative_mask.to(embeddings.device) & not_self
+    else:
+        same = labels[:, None] == all_labels[None, :]
+        positive, negative = same & not_self, ~same
+    return PairMasks(columns, positive, negative, self_columns)

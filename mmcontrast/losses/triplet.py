@@ -51,15 +51,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from mmcontrast.losses.distributed import all_reduce_sum, gather_rows, rank_and_world_size
+from mmcontrast.losses.distributed import all_reduce_sum, rank_and_world_size
 from mmcontrast.losses.similarity import (
     check_choice,
     check_embeddings,
-    check_labels,
     distance_matrix,
     full_precision,
 )
-from mmcontrast.losses.time_masks import check_masks
+from mmcontrast.losses.time_masks import pair_masks
 
 MINING = ("batch_all", "batch_hard", "semi_hard")
 DISTANCES = ("euclidean", "cosine")
@@ -145,45 +144,13 @@ def triplet_margin_loss(
     """
     fn = "triplet_margin_loss"
     check_embeddings(fn, "embeddings", embeddings)
-    use_masks = positive_mask is not None or negative_mask is not None
-    if labels is not None and use_masks:
-        raise ValueError(
-            f"{fn}: pass either labels or positive_mask and negative_mask, not both "
-            "(label_masks(labels) turns labels into masks)"
-        )
-    if labels is None and (positive_mask is None or negative_mask is None):
-        missing = "labels" if not use_masks else ("negative_mask" if negative_mask is None else "positive_mask")
-        raise ValueError(
-            f"{fn}: {missing} is missing; pass labels, or both positive_mask and negative_mask "
-            "(e.g. from time_masks or label_masks)"
-        )
-    if labels is not None:
-        check_labels(fn, "labels", labels, embeddings.shape[0])
     check_choice(fn, "mining", mining, MINING)
     check_choice(fn, "distance", distance, DISTANCES)
-    batch_size = embeddings.shape[0]
-    rank, world_size = rank_and_world_size(gather)
-    if labels is None:
-        all_embeddings = embeddings
-        if world_size > 1:
-            (all_embeddings,) = gather_rows(fn, ("embeddings",), (embeddings,), world_size)
-        check_masks(fn, positive_mask, negative_mask, batch_size, all_embeddings.shape[0])
-    else:
-        labels = labels.to(embeddings.device)
-        all_embeddings, all_labels = embeddings, labels
-        if world_size > 1:
-            all_embeddings, all_labels = gather_rows(fn, ("embeddings", "labels"), (embeddings, labels), world_size)
+    _, world_size = rank_and_world_size(gather)
+    pairs = pair_masks(fn, embeddings, labels, positive_mask, negative_mask, gather=gather)
     with full_precision(embeddings):
-        columns = torch.arange(all_embeddings.shape[0], device=embeddings.device)
-        self_columns = columns[:batch_size] + rank * batch_size
-        distances = distance_matrix(embeddings, all_embeddings, distance, self_columns)
-        not_self = columns[None, :] != self_columns[:, None]
-        if labels is None:
-            positive = positive_mask.to(embeddings.device) & not_self
-            negative = negative_mask.to(embeddings.device) & not_self
-        else:
-            same = labels[:, None] == all_labels[None, :]
-            positive, negative = same & not_self, ~same
+        distances = distance_matrix(embeddings, pairs.columns, distance, pairs.self_columns)
+        positive, negative = pairs.positive, pairs.negative
         total, count = _MINERS[mining](distances, negative, positive, margin)
         if world_size > 1:
             return world_size * total / all_reduce_sum(count).clamp_min(1)
