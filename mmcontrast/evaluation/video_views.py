@@ -41,8 +41,12 @@ def embed_views(
     frames, pooled = [], []
     for start in tqdm(range(0, len(clips), batch_size), desc="embedding views", leave=False):
         batch = encoder.preprocess(clips[start : start + batch_size])
-        per_frame = encoder.encode_frames(batch["pixel_values"], batch["frame_mask"]).float()
-        pooled.append(encoder(batch["pixel_values"], batch["frame_mask"]).float())
+        per_frame = encoder.encode_frames(batch["pixel_values"], batch["frame_mask"])
+        if hasattr(encoder, "pool"):  # a VideoEncoder's clip embedding pools these frames: no second tower pass
+            pooled.append(encoder.pool(per_frame, batch["frame_mask"]).float())
+        else:  # a transformers video model's clip embedding is not a pooling of its frame slots
+            pooled.append(encoder(batch["pixel_values"], batch["frame_mask"]).float())
+        per_frame = per_frame.float()
         mask = batch["frame_mask"]
         if per_frame.shape[1] == mask.shape[1]:  # one embedding per frame: drop the padding
             frames += [f[: int(n)] for f, n in zip(per_frame, mask.sum(dim=1).tolist(), strict=True)]

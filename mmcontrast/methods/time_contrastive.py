@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcontrast.losses import info_nce, multi_positive_info_nce, time_masks, triplet_margin_loss
+from mmcontrast.losses.distributed import rank_and_world_size
 from mmcontrast.methods.base import LossOutput, Method
 
 LOSSES = ("triplet", "infonce", "npairs")
@@ -236,7 +237,8 @@ class TimeContrastive(Method):
         with torch.no_grad():  # this process's frames only: how close positives and negatives are
             local = flat.detach().float()
             cosine = F.normalize(local, dim=-1) @ F.normalize(local, dim=-1).T
-            own, others = time_masks(times, videos, pos_radius=self.pos_radius, neg_radius=self.neg_radius)
+            start = rank_and_world_size(self.gather)[0] * len(local)  # this process's columns of the masks
+            own, others = positive[:, start : start + len(local)], negative[:, start : start + len(local)]
             metrics = {
                 "positive_cosine": float(cosine[own].mean()) if own.any() else float("nan"),
                 "negative_cosine": float(cosine[others].mean()) if others.any() else float("nan"),
