@@ -63,10 +63,11 @@ def tcn_videos(runs: Path) -> tuple[dict, list[str]]:
     import torch
 
     from mmcontrast.data.video import load_video_rows
-    from mmcontrast.evaluation.video_views import compare_on_views, views_from_rows
+    from mmcontrast.evaluation.video_views import compare_on_views
     from mmcontrast.modalities.video import load_video_encoder
     from mmcontrast.recipe import load_recipe
     from mmcontrast.recipes.video_tower import build_video_tower
+    from mmcontrast.views.video import views_from_rows
 
     output = runs / "tcn_videos"
     seconds = train("tcn_videos.yaml", output, f"data.train={VIDEOS}", f"data.cache={output / 'frame_cache'}")

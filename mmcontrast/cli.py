@@ -103,9 +103,9 @@ def _eval_video(args: argparse.Namespace) -> int:
     the model, the same encoder at random init and raw pixels."""
     from mmcontrast.data.moving_digits import moving_digits
     from mmcontrast.data.video import load_video_rows
-    from mmcontrast.evaluation.video_views import compare_on_views, plot_views, summary_table, views_from_rows
+    from mmcontrast.evaluation.video_views import compare_on_views, plot_views, summary_table
     from mmcontrast.modalities.video import load_video_encoder
-    from mmcontrast.views.video import consistent_augment
+    from mmcontrast.views.video import consistent_augment, views_from_rows
 
     if args.data is None:
         raise ValueError("eval video needs --data: a folder or table of videos, or moving_digits")

@@ -1,7 +1,8 @@
 """Evaluate a video encoder on several views of every video: frame alignment between views, clip retrieval.
 
 Every video comes as ``V >= 2`` views of the same moments: synchronised cameras (a table's ``sync`` column, the
-generated moving digits' cameras) or differently augmented copies of one decoding (:func:`augmented_views`). For each
+generated moving digits' cameras) or differently augmented copies of one decoding (built by
+:func:`mmcontrast.views.video.views_from_rows`, which the callers pass in). For each
 video and each ordered pair of views, the frame embeddings (:meth:`encode_frames`, one per frame) give the TCN
 alignment error and TCC's Kendall's tau (:mod:`mmcontrast.evaluation.video_alignment`); the clip embeddings (the
 encoder's pooled output) of view 0 retrieve those of view 1 among all videos (recall@1/5, MRR). The same numbers are
@@ -15,16 +16,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mmcontrast.data.video import decode_video
 from mmcontrast.evaluation.video_alignment import clip_retrieval, pixel_features, video_alignment_report
 from mmcontrast.evaluation.video_plots import plot_alignment_matrix, plot_embedding_trajectories
-from mmcontrast.views.simclr import view_seed
 
 Clip = torch.Tensor
 """uint8 ``[T, H, W, 3]``."""
@@ -106,78 +104,6 @@ def compare_on_views(
         "random_init": view_metrics(*embed_views(untrained, videos)),
         "pixels": view_metrics(*pixel_views(videos)),
     }
-
-
-def augmented_views(frames: Clip, num_views: int, augment: Any, *, seed: int = 0, index: int = 0) -> list[Clip]:
-    """``num_views`` differently augmented copies of one video (each view's augmentation drawn once for all of its
-    frames, seeded by ``(seed, index, view)``)."""
-    generator = torch.default_generator
-    state = generator.get_state()
-    try:
-        views = []
-        for view in range(num_views):
-            generator.manual_seed(view_seed(seed, index, view))
-            views.append(augment(frames))
-        return views
-    finally:
-        generator.set_state(state)
-
-
-def views_from_rows(
-    rows: Sequence[dict[str, Any]],
-    *,
-    num_views: int = 2,
-    augment: Any = None,
-    fps: float = 4.0,
-    size: int | None = 64,
-    max_frames: int = 64,
-    seed: int = 0,
-    synchronised: bool = True,
-) -> tuple[list[list[Clip]], list[str]]:
-    """The views of every video and a name per video.
-
-    Rows with synchronised in-memory ``views`` (moving digits) give their first ``num_views`` cameras. Rows of files
-    that share a ``sync`` value are one video seen by several cameras (ordered by ``view``; decoded at ``fps``, the
-    shortest length kept). Any other row (a file or ``frames``), and with ``synchronised=False`` every row (in-memory
-    views: their first camera), gives ``num_views`` augmented copies (:func:`augmented_views`; ``augment`` is then
-    required).
-    """
-    videos: list[list[Clip]] = []
-    names: list[str] = []
-    synced: dict[Any, list[dict[str, Any]]] = {}
-    for index, row in enumerate(rows):
-        if "views" in row and synchronised:
-            if len(row["views"]) < num_views:
-                raise ValueError(f"video {index} has {len(row['views'])} synchronised views, fewer than {num_views}")
-            videos.append([torch.as_tensor(view) for view in row["views"][:num_views]])
-            names.append(str(row.get("caption", index)))
-            continue
-        if "video" in row and row.get("sync") not in (None, "") and synchronised:
-            synced.setdefault(row["sync"], []).append(row)
-            continue
-        if augment is None:
-            raise ValueError("views_from_rows: rows without synchronised views need an augmentation to make views")
-        if "views" in row:
-            frames = row["views"][0]
-        elif "frames" in row:
-            frames = row["frames"]
-        else:
-            frames = decode_video(row["video"], fps, size=size, max_frames=max_frames)
-        videos.append(augmented_views(torch.as_tensor(frames), num_views, augment, seed=seed, index=index))
-        names.append(Path(str(row.get("video", index))).name)
-    for sync, group in synced.items():
-        group = sorted(group, key=lambda row: int(row.get("view", 0)))
-        if len(group) < num_views:
-            raise ValueError(
-                f"sync {sync!r} has {len(group)} views ({[str(r['video']) for r in group]}), fewer than {num_views}"
-            )
-        decoded = [decode_video(row["video"], fps, size=size, max_frames=max_frames) for row in group[:num_views]]
-        length = min(len(clip) for clip in decoded)
-        videos.append([torch.as_tensor(clip[:length]) for clip in decoded])
-        names.append(str(sync))
-    if not videos:
-        raise ValueError("views_from_rows: no video to evaluate")
-    return videos, names
 
 
 def plot_views(encoder: nn.Module, videos: Sequence[Sequence[Clip]], folder: str | Path, count: int = 6) -> list[Path]:

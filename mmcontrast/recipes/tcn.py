@@ -18,7 +18,6 @@ from mmcontrast.evaluation.video_views import (
     plot_views,
     summary_table,
     view_metrics,
-    views_from_rows,
 )
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.time_contrastive import TimeContrastive
@@ -26,7 +25,7 @@ from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.video_data import VideoAugmentConfig, VideoDataConfig
 from mmcontrast.recipes.video_tower import VideoTowerConfig, build_video_tower
 from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt, Seed
-from mmcontrast.views.video import FrameWindows
+from mmcontrast.views.video import FrameWindows, views_from_rows
 
 _USAGE = """from mmcontrast.data.video import decode_video
 from mmcontrast.modalities.video import load_video_encoder

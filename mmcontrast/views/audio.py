@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from mmcontrast.modalities.audio import crop_or_pad, normalize_waveforms
-from mmcontrast.views.simclr import ViewsDataset, view_seed
+from mmcontrast.views.simclr import ViewsDataset, forked_cpu_rng, view_seed
 
 AudioStep = Callable[[torch.Tensor], torch.Tensor]
 
@@ -306,13 +306,8 @@ class AudioViewsDataset(ViewsDataset):
         if self.key not in row:
             raise KeyError(f"audio views: row {index} has no '{self.key}' (keys: {sorted(row)})")
         waveform = row.pop(self.key)
-        generator = torch.default_generator
-        state = generator.get_state()
-        try:
-            generator.manual_seed(view_seed(self.seed, self.epoch, index))
+        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
             row["views"] = [transform(waveform) for transform in self.transforms]
-        finally:
-            generator.set_state(state)
         row["index"] = index
         return row
 

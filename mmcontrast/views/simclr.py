@@ -23,8 +23,9 @@ Reference:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -100,6 +101,22 @@ def view_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+@contextlib.contextmanager
+def forked_cpu_rng(seed: int) -> Iterator[None]:
+    """Run the block with torch's CPU generator seeded by ``seed`` (transforms draw from it), then restore its state.
+
+    A fork of the RNG, as ``torch.random.fork_rng(devices=[])`` with ``torch.manual_seed`` would be, without their
+    cost of seeding every accelerator backend for each row: the caller's random stream is left untouched.
+    """
+    generator = torch.default_generator
+    state = generator.get_state()
+    try:
+        generator.manual_seed(seed)
+        yield
+    finally:
+        generator.set_state(state)
+
+
 class ViewsDataset(torch.utils.data.Dataset):
     """Rows with an ``image`` -> rows with ``views``: a list of augmented ``[3, S, S]`` tensors.
 
@@ -153,14 +170,7 @@ class ViewsDataset(torch.utils.data.Dataset):
         if "image" not in row:
             raise KeyError(f"views: row {index} has no 'image' (keys: {sorted(row)})")
         image = row.pop("image")
-        # fork the CPU generator (the transforms draw from it), as torch.random.fork_rng(devices=[]) with
-        # torch.manual_seed would, without their cost of seeding every accelerator backend per row
-        generator = torch.default_generator
-        state = generator.get_state()
-        try:
-            generator.manual_seed(view_seed(self.seed, self.epoch, index))
+        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
             row["views"] = [transform(image) for transform in self.transforms]
-        finally:
-            generator.set_state(state)
         row["index"] = index
         return row

@@ -24,6 +24,8 @@ repeated in ``padded``.
 - :class:`FrameWindows`: the time-contrastive (TCN) view: ``num_frames`` distinct frame times drawn uniformly over
   a whole video, sorted, with their times; rows with synchronised ``views`` give the same times in every view.
 - :func:`collate_video_rows` stacks frames, views and times of a batch.
+- :func:`views_from_rows` gives the evaluation views of every video: synchronised cameras, or seeded augmented
+  copies (:func:`augmented_views`).
 
 **Augmentation.** :func:`consistent_augment` builds :mod:`torchvision.transforms.v2` steps applied to a whole clip
 as one :class:`torchvision.tv_tensors.Video`, so crop, flip and colour jitter are drawn once per clip and applied to
@@ -54,8 +56,16 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from mmcontrast.data.video import FrameCache, Size, VideoDecodeError, decode_clip, grid_length, probe_video
-from mmcontrast.views.simclr import view_seed
+from mmcontrast.data.video import (
+    FrameCache,
+    Size,
+    VideoDecodeError,
+    decode_clip,
+    decode_video,
+    grid_length,
+    probe_video,
+)
+from mmcontrast.views.simclr import forked_cpu_rng, view_seed
 
 ClipAugment = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("cvrl", "same")
@@ -273,13 +283,8 @@ class _SeededItems(torch.utils.data.Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"{type(self).__name__}: index {index} out of range for {len(self)} items")
         item_seed = view_seed(self.seed, self.epoch, index)
-        generator = torch.default_generator
-        state = generator.get_state()
-        try:
-            generator.manual_seed(item_seed)
+        with forked_cpu_rng(item_seed):
             return self._make(index, np.random.default_rng(item_seed))
-        finally:
-            generator.set_state(state)
 
     def _make(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         raise NotImplementedError
@@ -518,3 +523,72 @@ __all__ = [
     "consistent_augment",
     "cvrl_gap",
 ]
+
+
+def augmented_views(
+    frames: torch.Tensor, num_views: int, augment: ClipAugment, *, seed: int = 0, index: int = 0
+) -> list[torch.Tensor]:
+    """``num_views`` differently augmented copies of one video (each view's augmentation drawn once for all of its
+    frames, seeded by ``(seed, index, view)``)."""
+    views = []
+    for view in range(num_views):
+        with forked_cpu_rng(view_seed(seed, index, view)):
+            views.append(augment(frames))
+    return views
+
+
+def views_from_rows(
+    rows: Sequence[dict[str, Any]],
+    *,
+    num_views: int = 2,
+    augment: Any = None,
+    fps: float = 4.0,
+    size: int | None = 64,
+    max_frames: int = 64,
+    seed: int = 0,
+    synchronised: bool = True,
+) -> tuple[list[list[torch.Tensor]], list[str]]:
+    """The views of every video and a name per video.
+
+    Rows with synchronised in-memory ``views`` (moving digits) give their first ``num_views`` cameras. Rows of files
+    that share a ``sync`` value are one video seen by several cameras (ordered by ``view``; decoded at ``fps``, the
+    shortest length kept). Any other row (a file or ``frames``), and with ``synchronised=False`` every row (in-memory
+    views: their first camera), gives ``num_views`` augmented copies (:func:`augmented_views`; ``augment`` is then
+    required).
+    """
+    videos: list[list[torch.Tensor]] = []
+    names: list[str] = []
+    synced: dict[Any, list[dict[str, Any]]] = {}
+    for index, row in enumerate(rows):
+        if "views" in row and synchronised:
+            if len(row["views"]) < num_views:
+                raise ValueError(f"video {index} has {len(row['views'])} synchronised views, fewer than {num_views}")
+            videos.append([torch.as_tensor(view) for view in row["views"][:num_views]])
+            names.append(str(row.get("caption", index)))
+            continue
+        if "video" in row and row.get("sync") not in (None, "") and synchronised:
+            synced.setdefault(row["sync"], []).append(row)
+            continue
+        if augment is None:
+            raise ValueError("views_from_rows: rows without synchronised views need an augmentation to make views")
+        if "views" in row:
+            frames = row["views"][0]
+        elif "frames" in row:
+            frames = row["frames"]
+        else:
+            frames = decode_video(row["video"], fps, size=size, max_frames=max_frames)
+        videos.append(augmented_views(torch.as_tensor(frames), num_views, augment, seed=seed, index=index))
+        names.append(Path(str(row.get("video", index))).name)
+    for sync, group in synced.items():
+        group = sorted(group, key=lambda row: int(row.get("view", 0)))
+        if len(group) < num_views:
+            raise ValueError(
+                f"sync {sync!r} has {len(group)} views ({[str(r['video']) for r in group]}), fewer than {num_views}"
+            )
+        decoded = [decode_video(row["video"], fps, size=size, max_frames=max_frames) for row in group[:num_views]]
+        length = min(len(clip) for clip in decoded)
+        videos.append([torch.as_tensor(clip[:length]) for clip in decoded])
+        names.append(str(sync))
+    if not videos:
+        raise ValueError("views_from_rows: no video to evaluate")
+    return videos, names
