@@ -61,6 +61,7 @@ from transformers.models.x_clip.modeling_x_clip import (
 )
 
 from mmcontrast.modalities.image import IMAGENET_MEAN, IMAGENET_STD, image_transform
+from mmcontrast.modalities.video import checked_clip
 
 VIDEO_MODEL_TYPES = ("videomae", "xclip")
 """``model_type`` values of the transformers video models :class:`TransformersVideoEncoder` wraps."""
@@ -228,12 +229,7 @@ class TransformersVideoEncoder(nn.Module):
             raise ValueError("TransformersVideoEncoder.preprocess: no clips to batch")
         batch = []
         for index, clip in enumerate(clips):
-            clip = torch.as_tensor(clip)
-            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < 1 or clip.dtype != torch.uint8:
-                raise ValueError(
-                    f"TransformersVideoEncoder.preprocess: clip {index} must be uint8 [T, H, W, 3] with T >= 1, got "
-                    f"{clip.dtype} {list(clip.shape)}"
-                )
+            clip = checked_clip("TransformersVideoEncoder.preprocess", index, clip)
             frames = clip[frame_indices(len(clip), self.num_frames)].permute(0, 3, 1, 2)
             batch.append(self.transform(frames).as_subclass(torch.Tensor))
         pixels = torch.stack(batch)

@@ -58,6 +58,16 @@ def masked_mean(frames: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
+def checked_clip(owner: str, index: int, clip: Any) -> torch.Tensor:
+    """``clip`` as a tensor, if it is a uint8 ``[T, H, W, 3]`` clip with ``T >= 1``; else an error naming it."""
+    clip = torch.as_tensor(clip)
+    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < 1 or clip.dtype != torch.uint8:
+        raise ValueError(
+            f"{owner}: clip {index} must be uint8 [T, H, W, 3] with T >= 1, got {clip.dtype} {list(clip.shape)}"
+        )
+    return clip
+
+
 class VideoEncoder(nn.Module):
     """An image tower per frame, then temporal pooling (see the module docstring).
 
@@ -138,12 +148,7 @@ class VideoEncoder(nn.Module):
             raise ValueError("VideoEncoder.preprocess: no clips to batch")
         frames = []
         for index, clip in enumerate(clips):
-            clip = torch.as_tensor(clip)
-            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < 1 or clip.dtype != torch.uint8:
-                raise ValueError(
-                    f"VideoEncoder.preprocess: clip {index} must be uint8 [T, H, W, 3] with T >= 1, got "
-                    f"{clip.dtype} {list(clip.shape)}"
-                )
+            clip = checked_clip("VideoEncoder.preprocess", index, clip)
             frames.append(self.image_encoder.transform(clip.permute(0, 3, 1, 2)).as_subclass(torch.Tensor))
         lengths = torch.tensor([len(clip) for clip in frames])
         longest = int(lengths.max())
