@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmcontrast.engine.config import check_hardware
-from mmcontrast.recipes import clap, clip, cpc, cvrl, sbert, simclr, tcn, video_text
+from mmcontrast.recipes import clap, clip, cpc, cvrl, sbert, simclr, tcn, video_text, view_methods
 from mmcontrast.recipes.base import RecipeBase, RecipeParts
 from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
 
@@ -26,7 +26,7 @@ class RecipeKind(NamedTuple):
 RECIPES: dict[str, RecipeKind] = {
     "sbert": RecipeKind(sbert.SbertRecipe, sbert.build),
     "clip": RecipeKind(clip.ClipRecipe, clip.build),
-    "simclr": RecipeKind(simclr.SimclrRecipe, simclr.build),
+    **{name: RecipeKind(simclr.SimclrRecipe, simclr.build) for name in view_methods.VIEWS_METHODS},
     "cpc": RecipeKind(cpc.CpcRecipe, cpc.build),
     "clap": RecipeKind(clap.ClapRecipe, clap.build),
     "tcn": RecipeKind(tcn.TcnRecipe, tcn.build),
@@ -67,5 +67,10 @@ def recipe_reference() -> str:
         "least 1, or null); numbers must also be finite.\n"
         f"The `method` key chooses the schema: {', '.join(f'`{m}`' for m in RECIPES)}.\n"
     )
-    sections = [f"\n# method: `{name}`\n\n" + reference_markdown(kind.schema) for name, kind in RECIPES.items()]
+    names: dict[type, list[str]] = {}  # one section per schema (the views methods share one)
+    for name, kind in RECIPES.items():
+        names.setdefault(kind.schema, []).append(f"`{name}`")
+    sections = [
+        f"\n# method: {', '.join(methods)}\n\n" + reference_markdown(schema) for schema, methods in names.items()
+    ]
     return intro + "".join(sections)

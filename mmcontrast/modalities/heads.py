@@ -16,7 +16,7 @@ from typing import Literal
 
 from torch import nn
 
-HeadKind = Literal["linear", "mlp"]
+HeadKind = Literal["linear", "mlp", "none"]
 
 
 class LinearHead(nn.Linear):
@@ -27,32 +27,77 @@ class LinearHead(nn.Linear):
 
 
 class MLPHead(nn.Sequential):
-    """SimCLR's 2-layer projection head: ``Linear(in, hidden) [-BN] - ReLU - Linear(hidden, out)``.
+    """An MLP head: ``num_layers`` linear layers, ``[BN -] ReLU`` between them, optionally a final affine-free BN.
+
+    The heads of the papers, as this class builds them:
+
+    - SimCLR: ``MLPHead(d, 128, batch_norm=True)``: Linear-BN-ReLU-Linear (the reference code; the paper's formula
+      has no BN).
+    - MoCo v2, SupCon: ``MLPHead(d, 128)``: Linear-ReLU-Linear.
+    - BYOL projector and predictor: ``MLPHead(d, 256, 4096, batch_norm=True)``.
+    - SimSiam projector: ``MLPHead(d, 2048, 2048, num_layers=3, batch_norm=True, output_batch_norm=True)``;
+      its predictor ``MLPHead(2048, 2048, 512, batch_norm=True)`` (a bottleneck).
+    - MoCo v3 projector: ``MLPHead(d, 256, 4096, num_layers=3, batch_norm=True, output_batch_norm=True)``; its
+      predictor ``MLPHead(256, 256, 4096, batch_norm=True, output_batch_norm=True)``.
+    - Barlow Twins projector, VICReg expander: ``MLPHead(d, 8192, 8192, num_layers=3, batch_norm=True)``.
 
     Args:
-        in_dim: size of the encoder features ``h``.
-        out_dim: size of the projection ``z`` the loss sees (SimCLR: 128).
-        hidden_dim: width of the hidden layer (SimCLR: ``in_dim``).
-        batch_norm: batch norm after the first layer (the hidden layer then has no bias).
+        in_dim: size of the input (the encoder features ``h``, or the projection for a predictor).
+        out_dim: size of the output the loss sees.
+        hidden_dim: width of the hidden layers (default: ``in_dim``).
+        batch_norm: batch norm after each hidden linear layer (which then has no bias).
+        num_layers: number of linear layers (>= 2).
+        output_batch_norm: a batch norm without affine parameters after the last layer (SimSiam, MoCo v3; the
+            last linear layer then has no bias).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int | None = None,
+        batch_norm: bool = False,
+        *,
+        num_layers: int = 2,
+        output_batch_norm: bool = False,
+    ) -> None:
+        if num_layers < 2:
+            raise ValueError(f"MLPHead: num_layers must be >= 2 (a single layer is a LinearHead), got {num_layers}")
         hidden = hidden_dim or in_dim
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden, bias=not batch_norm)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers += [nn.ReLU(), nn.Linear(hidden, out_dim)]
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(num_layers - 1):
+            layers.append(nn.Linear(width, hidden, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.ReLU())
+            width = hidden
+        layers.append(nn.Linear(width, out_dim, bias=not output_batch_norm))
+        if output_batch_norm:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
         super().__init__(*layers)
 
 
 def projection_head(
-    kind: HeadKind, in_dim: int, out_dim: int, *, hidden_dim: int | None = None, batch_norm: bool = False
+    kind: HeadKind,
+    in_dim: int,
+    out_dim: int,
+    *,
+    hidden_dim: int | None = None,
+    batch_norm: bool = False,
+    num_layers: int = 2,
+    output_batch_norm: bool = False,
 ) -> nn.Module:
-    """A ``linear`` or ``mlp`` projection head from ``in_dim`` to ``out_dim``."""
+    """A ``linear`` or ``mlp`` (:class:`MLPHead`) projection head from ``in_dim`` to ``out_dim``, or ``none``: the
+    features themselves (``nn.Identity``; SimCSE trains without a head)."""
     if in_dim < 1 or out_dim < 1:
         raise ValueError(f"projection head: in_dim and out_dim must be positive, got {in_dim} and {out_dim}")
+    if kind == "none":
+        return nn.Identity()
     if kind == "linear":
         return LinearHead(in_dim, out_dim)
     if kind == "mlp":
-        return MLPHead(in_dim, out_dim, hidden_dim, batch_norm)
-    raise ValueError(f"projection head kind must be 'linear' or 'mlp', got {kind!r}")
+        return MLPHead(
+            in_dim, out_dim, hidden_dim, batch_norm, num_layers=num_layers, output_batch_norm=output_batch_norm
+        )
+    raise ValueError(f"projection head kind must be 'linear', 'mlp' or 'none', got {kind!r}")

@@ -14,12 +14,11 @@ from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.video_views import embed_views, view_metrics
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.simclr import SimCLR
-from mmcontrast.modalities.heads import projection_head
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
-from mmcontrast.recipes.simclr import HeadConfig
 from mmcontrast.recipes.tcn import VideoViewsEvalConfig, held_out_views, save_and_score, tiny_frames_tower, versus
 from mmcontrast.recipes.video_data import VideoAugmentConfig, VideoDataConfig
 from mmcontrast.recipes.video_tower import VideoTowerConfig, build_video_tower
+from mmcontrast.recipes.view_methods import HeadConfig, build_head
 from mmcontrast.typed_config import NonNegativeInt, PositiveFloat, PositiveInt
 from mmcontrast.views.video import ClipSampling, VideoClipViews
 
@@ -92,14 +91,13 @@ def build(recipe: CvrlRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Encoder, SimCLR method, clip pairs and sampler of a CVRL recipe."""
     model = recipe.model
     encoder = build_video_tower(model.video)
-    head = projection_head(
-        model.head.kind,
-        encoder.embedding_dim,
-        model.head.out_dim,
-        hidden_dim=model.head.hidden_dim,
-        batch_norm=model.head.batch_norm,
+    method = SimCLR(
+        encoder,
+        build_head(model.head, encoder.embedding_dim),
+        modality="video",
+        temperature=model.temperature,
+        gather=model.gather,
     )
-    method = SimCLR(encoder, head, modality="video", temperature=model.temperature, gather=model.gather)
     untrained = copy.deepcopy(encoder)
     rows, skipped = recipe.data.rows()
     recipe.data.report_short(rows, recipe.clips.num_frames)

@@ -1,4 +1,9 @@
-"""The SimCLR recipe: unlabelled images or audio clips -> augmented views -> backbone + MLP head -> an encoder folder.
+"""The one-tower views recipe: images or audio clips -> augmented views -> backbone + heads -> an encoder folder.
+
+One schema for every method that compares augmented views of one example (`method:` `simclr`, `supcon`, `moco`,
+`byol`, `simsiam`, `barlow_twins`, `vicreg`, `memory_bank`): the backbone, views, data and probes are the same,
+the method picks the heads and the loss (`model.head`, `model.predictor`, and the method's own section, e.g.
+`model.moco`; :func:`build_method`).
 
 One recipe for both modalities: `model.image` (the default) or `model.audio` picks the adapter, and with it the
 views (`views:` for images, `views.audio:` for audio) and the data (`data:` for images, `data.audio:` for audio,
@@ -23,13 +28,25 @@ from mmcontrast.data.images import DecodedImages, ImageRows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.probe import FrozenFeatureProbe, Weighting
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
-from mmcontrast.methods.simclr import SimCLR
+from mmcontrast.methods.views import ViewsMethod
 from mmcontrast.modalities.audio import AudioEncoder
-from mmcontrast.modalities.heads import HeadKind, projection_head
 from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
 from mmcontrast.recipes.cpc import SpeechDataConfig
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
+from mmcontrast.recipes.sbert import TextModelConfig
+from mmcontrast.recipes.text_views import TextSentencesConfig, TextViewsConfig, text_parts
+from mmcontrast.recipes.view_methods import (
+    BarlowTwinsConfig,
+    ByolConfig,
+    HeadConfig,
+    MemoryBankConfig,
+    MocoConfig,
+    VicregConfig,
+    ViewsMethodName,
+    build_method,
+    objective,
+)
 from mmcontrast.typed_config import (
     FiniteFloat,
     NonNegativeFloat,
@@ -62,44 +79,47 @@ with torch.no_grad():
 
 
 @dataclass
-class HeadConfig:
-    """The projection head, used in training and dropped at export (`model.head:` section).
-
-    Attributes:
-        kind: `mlp` (SimCLR's 2-layer head) or `linear`.
-        hidden_dim: width of the MLP's hidden layer (default: the backbone's feature size).
-        out_dim: size of the projections the loss compares (SimCLR: 128).
-        batch_norm: Linear-BN-ReLU-Linear (SimCLR's reference code; clearly better on digits) instead of the
-            paper's Linear-ReLU-Linear; under `train.cache_chunk_size` its statistics are per chunk.
-    """
-
-    kind: HeadKind = "mlp"
-    hidden_dim: PositiveInt | None = None
-    out_dim: PositiveInt = 128
-    batch_norm: bool = True
-
-
-@dataclass
 class SimclrModelConfig:
-    """Backbone, head and loss (`model:` section).
+    """Backbone, heads and loss (`model:` section).
 
     Attributes:
         image: the image backbone, kept after training (image SimCLR, the default).
         audio: instead, the audio backbone (an audio SimCLR recipe: it also reads `views.audio` and `data.audio`),
             with the `model.audio` keys of the cpc and clap recipes; its frames are pooled (`pooling`) into one
             embedding per clip.
-        head: the projection head.
-        temperature: NT-Xent temperature (SimCLR: 0.5 at batch 256..4096; lower is sharper).
-        gather: use the views of every process as negatives (exact NT-Xent of the global batch).
-        loss_chunk_size: compute the loss's logits in tiles of this size (memory for very large batches).
+        text: instead, a text encoder (a text views recipe, e.g. SimCSE: it also reads `views.text` and `data.text`),
+            with the sbert recipe's `model` keys.
+        head: the projection head (BYOL, SimSiam: the projector; Barlow Twins, VICReg: the projector / expander).
+        predictor: the predictor on top of the head (BYOL, SimSiam, MoCo v3; required there, refused elsewhere).
+        loss: SimCLR's loss between views: `nt_xent`, `dcl`, `dclw` (decoupled, Yeh et al.) or `info_nce` (one
+            direction, SimCSE's form).
+        weight_sigma: DCLW's sigma.
+        temperature: softmax temperature of the contrastive methods (null: the paper's, simclr 0.5, supcon 0.1,
+            moco 0.2, memory_bank 0.07); lower is sharper.
+        gather: use the views of every process (negatives, batch statistics, queue and bank updates).
+        loss_chunk_size: compute the loss's logits in tiles of this size (simclr with nt_xent / info_nce).
+        moco: MoCo's settings (`method: moco`).
+        byol: BYOL's target momentum (`method: byol`).
+        barlow_twins: Barlow Twins' loss weight (`method: barlow_twins`).
+        vicreg: VICReg's loss weights (`method: vicreg`).
+        memory_bank: the bank's negatives and momentum (`method: memory_bank`).
     """
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     audio: AudioTowerConfig | None = None
+    text: TextModelConfig | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
-    temperature: PositiveFloat = 0.5
+    predictor: HeadConfig | None = None
+    loss: Literal["nt_xent", "dcl", "dclw", "info_nce"] = "nt_xent"
+    weight_sigma: PositiveFloat = 0.5
+    temperature: PositiveFloat | None = None
     gather: bool = True
     loss_chunk_size: PositiveInt | None = None
+    moco: MocoConfig | None = None
+    byol: ByolConfig | None = None
+    barlow_twins: BarlowTwinsConfig | None = None
+    vicreg: VicregConfig | None = None
+    memory_bank: MemoryBankConfig | None = None
 
 
 @dataclass
@@ -163,6 +183,7 @@ class ViewsConfig:
         blur: Gaussian blur with p = 0.5, kernel ~10% of the side.
         grayscale: random grayscale with p = 0.2.
         audio: the audio views (audio recipes: `model.audio`).
+        text: the text views (text recipes: `model.text`).
         seed: seed of the views (default: `train.seed`); row i of epoch e always gets the same views.
     """
 
@@ -173,6 +194,7 @@ class ViewsConfig:
     blur: bool = True
     grayscale: bool = True
     audio: AudioViewsConfig = field(default_factory=AudioViewsConfig)
+    text: TextViewsConfig = field(default_factory=TextViewsConfig)
     seed: Seed | None = None
 
 
@@ -191,6 +213,7 @@ class ImageDataConfig:
         audio: training audio of an audio recipe (`model.audio`): the CPC recipe's `data:` keys (`train`,
             `pattern`, `exclude_takes`, `limit`; `batches: speaker` makes each batch one speaker's clips, whose
             negatives then differ in content, not in voice); `window` is CPC's and is not used.
+        text: training sentences of a text recipe (`model.text`).
     """
 
     train: str = "sklearn:digits"
@@ -198,6 +221,7 @@ class ImageDataConfig:
     image_size: PositiveInt = 32
     limit: PositiveInt | None = None
     audio: SpeechDataConfig | None = None
+    text: TextSentencesConfig | None = None
 
 
 @dataclass
@@ -216,7 +240,8 @@ class ProbeEvalConfig:
         linear_probe: run the logistic-regression probe on standardised features.
         random_init: also probe the backbone as initialised, before training (the baseline), reported as
             `random_init/...` beside `probe/...`.
-        limit: use only the first N images of each probe split (quick checks).
+        limit: use only the first N images of each probe split (quick checks; text: the first N STS pairs).
+        sts: text recipes: an STS file (STS-B TSV or a table with sentence1, sentence2, score) scored during the run.
     """
 
     train: str | None = "sklearn:digits"
@@ -229,21 +254,23 @@ class ProbeEvalConfig:
     linear_probe: bool = True
     random_init: bool = False
     limit: PositiveInt | None = None
+    sts: str | None = None
 
 
 @dataclass
 class SimclrRecipe(RecipeBase):
-    """SimCLR: an image or audio backbone trained by NT-Xent between augmented views of each example.
+    """One backbone trained on augmented views of each example: SimCLR (NT-Xent, DCL), SupCon (labelled views),
+    MoCo v2 / v3, BYOL, SimSiam, Barlow Twins, VICReg, memory-bank instance discrimination.
 
     Attributes:
-        method: `simclr`.
-        model: backbone (`model.image` or `model.audio`), projection head and loss.
+        method: `simclr`, `supcon`, `moco`, `byol`, `simsiam`, `barlow_twins`, `vicreg` or `memory_bank`.
+        model: backbone (`model.image` or `model.audio`), heads and loss.
         views: the augmentations.
         data: training images (or `data.audio`: training audio).
         eval: frozen-feature probes of image backbones during the run (audio: null; probe the export).
     """
 
-    method: Literal["simclr"] = "simclr"
+    method: ViewsMethodName = "simclr"
     output_dir: str = "runs/simclr"
     model: SimclrModelConfig = field(default_factory=SimclrModelConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
@@ -288,52 +315,58 @@ def _changed(config: Any, default: Any, prefix: str, skip: tuple[str, ...] = ())
     ]
 
 
-def modality(recipe: SimclrRecipe) -> Literal["image", "audio"]:
-    """`audio` when `model.audio` is set, else `image`; refuses, by key, the other modality's settings.
+def modality(recipe: SimclrRecipe) -> Literal["image", "audio", "text"]:
+    """`audio` when `model.audio` is set, `text` when `model.text` is, else `image`; refuses, by key, the settings
+    of the other modalities.
 
     Raises:
-        ValueError: image keys in an audio recipe (or audio keys in an image recipe), an audio recipe without
-            `data.audio`, or with the in-run image probes still on.
+        ValueError: another modality's keys (image keys in an audio or text recipe, `views.audio` in an image recipe,
+            ...), an audio or text recipe without its data, or with the in-run image probes still on.
     """
     model, views, data = recipe.model, recipe.views, recipe.data
-    if model.audio is None:
-        stray = _changed(views.audio, AudioViewsConfig(), "views.audio.") + (["data.audio"] if data.audio else [])
-        if stray:
-            raise ValueError(
-                f"{', '.join(stray)}: audio settings in an image SimCLR recipe; set model.audio for audio SimCLR, or "
-                "remove them"
-            )
-        return "image"
-    stray = (
-        _changed(model.image, ImageTowerConfig(), "model.image.")
-        + _changed(views, ViewsConfig(), "views.", skip=("num_views", "audio", "seed"))
-        + _changed(data, ImageDataConfig(), "data.", skip=("audio",))
-    )
+    if model.audio is not None and model.text is not None:
+        raise ValueError("model.audio and model.text are both set: a views recipe trains one backbone; keep one")
+    kind: Literal["image", "audio", "text"] = "audio" if model.audio else "text" if model.text else "image"
+    stray = []
+    if kind != "audio":
+        stray += _changed(views.audio, AudioViewsConfig(), "views.audio.") + (["data.audio"] if data.audio else [])
+    if kind != "text":
+        stray += _changed(views.text, TextViewsConfig(), "views.text.") + (["data.text"] if data.text else [])
+        stray += ["eval.sts"] if recipe.eval.sts else []
+    if kind != "image":
+        stray += (
+            _changed(model.image, ImageTowerConfig(), "model.image.")
+            + _changed(views, ViewsConfig(), "views.", skip=("num_views", "audio", "text", "seed"))
+            + _changed(data, ImageDataConfig(), "data.", skip=("audio", "text"))
+        )
     if stray:
+        hint = {"image": "", "audio": " (model.audio is set)", "text": " (model.text is set)"}[kind]
         raise ValueError(
-            f"{', '.join(stray)}: image settings in an audio SimCLR recipe (model.audio is set); remove them (audio "
-            "views go in views.audio, audio data in data.audio)"
+            f"{', '.join(stray)}: settings of another modality in a views recipe on {kind}{hint}; remove them (audio "
+            "views and data go in views.audio / data.audio with model.audio, text ones in views.text / data.text "
+            "with model.text)"
         )
-    if data.audio is None or not data.audio.train:
+    if kind == "image":
+        return kind
+    section = getattr(data, kind)
+    if section is None or not section.train:
+        example = {"audio": "simclr_fsdd", "text": "simcse_stsb"}[kind]
         raise ValueError(
-            "data.audio.train is not set: an audio SimCLR recipe (model.audio) reads its clips from data.audio (an "
-            "audio folder or a table of audio paths; see recipes/simclr_fsdd.yaml)"
+            f"data.{kind}.train is not set: a views recipe on {kind} (model.{kind}) reads its data from data.{kind} "
+            f"(see recipes/{example}.yaml)"
         )
-    if data.audio.window != SpeechDataConfig().window:
+    if kind == "audio" and section.window != SpeechDataConfig().window:
         raise ValueError("data.audio.window is CPC's training window; SimCLR crops its views to views.audio.seconds")
     if recipe.eval.train:
-        raise ValueError(
-            "eval.train: the in-run probes score images; an audio SimCLR recipe sets eval.train: null and probes the "
-            "exported encoder with `mmcontrast eval probe --model OUTPUT_DIR/model` (docs/audio.md)"
+        evaluation = (
+            "eval.sts scores a text encoder during the run"
+            if kind == "text"
+            else ("probe the exported encoder with `mmcontrast eval probe --model OUTPUT_DIR/model` (docs/audio.md)")
         )
-    return "audio"
-
-
-def _head(recipe: SimclrRecipe, embedding_dim: int) -> Any:
-    head = recipe.model.head
-    return projection_head(
-        head.kind, embedding_dim, head.out_dim, hidden_dim=head.hidden_dim, batch_norm=head.batch_norm
-    )
+        raise ValueError(
+            f"eval.train: the in-run probes score images; a views recipe on {kind} sets eval.train: null ({evaluation})"
+        )
+    return kind
 
 
 def _pair(values: list[float] | None, key: str) -> tuple[float, float] | None:
@@ -387,19 +420,11 @@ def _audio_parts(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
             "(views.audio.seconds) and takes cpc, mel or waveform transformers encoders"
         )
     encoder = build_audio_tower(tower)
-    model = recipe.model
-    method = SimCLR(
-        encoder,
-        _head(recipe, encoder.embedding_dim),
-        modality="audio",
-        temperature=model.temperature,
-        gather=model.gather,
-        chunk_size=model.loss_chunk_size,
-    )
     pipeline = audio_view_pipeline(recipe.views.audio, encoder)
     clips, skipped = data.training_clips(encoder.sample_rate, "data.audio")
     if not clips:
         raise ValueError(f"data.audio.train '{data.train}': no clips left to train on")
+    method = build_method(recipe, encoder, "audio", len(clips))
     seed = recipe.train.seed if recipe.views.seed is None else recipe.views.seed
     dataset = AudioViewsDataset(
         DecodedAudio(clips, encoder.sample_rate), pipeline, seed=seed, num_views=recipe.views.num_views
@@ -428,12 +453,13 @@ def _audio_parts(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
 def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Backbone, head, method, seeded views of the training data, sampler and probes of a SimCLR recipe (image or
     audio: :func:`modality`)."""
-    if modality(recipe) == "audio":
+    kind = modality(recipe)
+    if kind == "audio":
         return _audio_parts(recipe, raw)
+    if kind == "text":
+        return text_parts(recipe, raw)
     model, data, views = recipe.model, recipe.data, recipe.views
     encoder = build_image_tower(model.image)
-    head = _head(recipe, encoder.embedding_dim)
-    method = SimCLR(encoder, head, temperature=model.temperature, gather=model.gather, chunk_size=model.loss_chunk_size)
     if len(views.crop_scale) != 2:
         raise ValueError(f"views.crop_scale must be [min, max], got {views.crop_scale}")
     transform = simclr_transform(
@@ -451,6 +477,7 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         print(f"skipped unreadable image {path}: {reason}")
     if data.limit is not None:
         rows.rows = rows.rows[: data.limit]
+    method = build_method(recipe, encoder, "image", len(rows.rows))
     seed = recipe.train.seed if views.seed is None else views.seed
     dataset = ViewsDataset(DecodedImages(rows.rows), transform, seed=seed, num_views=views.num_views)
     evaluators: dict[str, Any] = {}
@@ -471,7 +498,7 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
 
 
 def export(
-    method: SimCLR,
+    method: ViewsMethod,
     recipe: SimclrRecipe,
     raw: dict[str, Any],
     result: TrainingResult,
@@ -495,7 +522,9 @@ def export(
         elif group == "random_init":
             baseline[metric] = value
     if results:
-        probes = {"simclr": {k.split("/", 1)[1]: v for k, v in result.final_metrics.items() if k.startswith("probe/")}}
+        probes = {
+            recipe.method: {k.split("/", 1)[1]: v for k, v in result.final_metrics.items() if k.startswith("probe/")}
+        }
         (output_dir / "probe.json").write_text(json.dumps({**probes, "random_init": baseline}, indent=1))
     compared = ""
     if baseline:
@@ -507,12 +536,12 @@ def export(
     write_model_card(
         model_dir,
         CardInfo(
-            title=f"mmcontrast simclr image encoder ({output_dir.name})",
+            title=f"mmcontrast {recipe.method} image encoder ({output_dir.name})",
             description=(
                 f"An image encoder (`{backbone}`, {encoder.kind}, {encoder.image_size}x{encoder.image_size} "
-                f"input, {encoder.embedding_dim}-dimensional features) trained from scratch with the SimCLR method "
-                f"of mmcontrast (NT-Xent between augmented views, temperature {recipe.model.temperature}) on "
-                f"`{recipe.data.train}`. The projection head was dropped: the features are the backbone's. "
+                f"input, {encoder.embedding_dim}-dimensional features) trained from scratch with the "
+                f"{objective(recipe)} of mmcontrast on `{recipe.data.train}`. The heads were dropped: the features "
+                "are the backbone's. "
                 f"Evaluation: cosine kNN (k={recipe.eval.k}, {recipe.eval.weighting} vote) and logistic-regression "
                 "probes on frozen features (fit on the "
                 f"{recipe.eval.train_split} split, scored on the {recipe.eval.test_split} split).{compared}"
@@ -522,7 +551,7 @@ def export(
             usage=_USAGE.format(path=output_dir / "model", dim=encoder.embedding_dim),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             datasets=[recipe.data.train],
-            tags=["simclr", "self-supervised", "image-feature-extraction"],
+            tags=[recipe.method, "self-supervised", "image-feature-extraction"],
             results=results,
             image=training_curve(result.log_history, model_dir),
         ),
@@ -531,7 +560,7 @@ def export(
 
 
 def export_audio(
-    method: SimCLR,
+    method: ViewsMethod,
     recipe: SimclrRecipe,
     raw: dict[str, Any],
     result: TrainingResult,
@@ -550,13 +579,13 @@ def export_audio(
     write_model_card(
         model_dir,
         CardInfo(
-            title=f"mmcontrast simclr audio encoder ({output_dir.name})",
+            title=f"mmcontrast {recipe.method} audio encoder ({output_dir.name})",
             description=(
                 f"An audio encoder (`{encoder.kind}`, {encoder.sample_rate} Hz, {encoder.embedding_dim}-dimensional "
-                f"features pooled ({encoder.pooling}) over its frames) trained from scratch with the SimCLR method of "
-                f"mmcontrast (NT-Xent between {recipe.views.num_views} augmented views of each clip: {length}, "
-                f"speed, time shift, gain and noise{masks}; temperature {recipe.model.temperature}) on "
-                f"`{data.train}`{held_out}. The projection head was dropped: the features are the encoder's. "
+                f"features pooled ({encoder.pooling}) over its frames) trained from scratch with the "
+                f"{objective(recipe)} of mmcontrast, on {recipe.views.num_views} augmented views of each clip "
+                f"({length}, speed, time shift, gain and noise{masks}) of `{data.train}`{held_out}. "
+                "The heads were dropped: the features are the encoder's. "
                 "Probe it with `mmcontrast eval probe --model FOLDER --train TABLE --test TABLE --label COLUMN`."
             ),
             library_name="mmcontrast",
@@ -566,7 +595,7 @@ def export_audio(
             ),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             datasets=[data.train],
-            tags=["simclr", "self-supervised", "audio", "feature-extraction"],
+            tags=[recipe.method, "self-supervised", "audio", "feature-extraction"],
             results=[],
             image=training_curve(result.log_history, model_dir),
         ),

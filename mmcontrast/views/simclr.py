@@ -118,7 +118,7 @@ def forked_cpu_rng(seed: int) -> Iterator[None]:
 
 
 class ViewsDataset(torch.utils.data.Dataset):
-    """Rows with an ``image`` -> rows with ``views``: a list of augmented ``[3, S, S]`` tensors.
+    """Rows with an ``image`` (or another ``key``) -> rows with ``views``: a list of augmented views of it.
 
     Row ``index`` of epoch ``epoch`` is transformed with torch's CPU generator seeded by
     ``view_seed(seed, epoch, index)``, its state saved before and restored after (a fork of the RNG): the views
@@ -127,19 +127,25 @@ class ViewsDataset(torch.utils.data.Dataset):
     The engine calls :meth:`set_epoch` before each epoch (and rebuilds its DataLoader, so workers see it).
 
     Args:
-        rows: indexable rows, each a dict with an ``image`` (PIL image or tensor); other keys (``label``) are
-            kept, ``image`` is replaced by ``views``.
+        rows: indexable rows, each a dict with a ``key`` field (an ``image``: PIL image or tensor, by default);
+            other fields (``label``) are kept, ``key`` is replaced by ``views``.
         views: one transform used for every view, or a sequence of transforms, one per view (asymmetric views).
+            A transform draws its randomness from torch's default CPU generator (``torch.rand`` and friends
+            without a ``generator``), e.g. the SimCLR image pipeline or the text views of
+            :mod:`mmcontrast.views.text`.
         seed: base seed of the views.
-        num_views: views per image when ``views`` is a single transform (>= 2).
+        num_views: views per row when ``views`` is a single transform (>= 2).
+        key: the row field that the transforms read (``"image"``; ``"text"`` for text views).
     """
 
     def __init__(
         self,
         rows: Sequence[dict[str, Any]],
-        views: Callable[[Any], torch.Tensor] | Sequence[Callable[[Any], torch.Tensor]],
+        views: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
         seed: int = 0,
         num_views: int = 2,
+        *,
+        key: str = "image",
     ) -> None:
         if callable(views):
             if num_views < 2:
@@ -152,6 +158,7 @@ class ViewsDataset(torch.utils.data.Dataset):
         self.rows = rows
         self.transforms = transforms
         self.seed = int(seed)
+        self.key = key
         self.epoch = 0
 
     @property
@@ -167,10 +174,10 @@ class ViewsDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.rows[index])
-        if "image" not in row:
-            raise KeyError(f"views: row {index} has no 'image' (keys: {sorted(row)})")
-        image = row.pop("image")
+        if self.key not in row:
+            raise KeyError(f"views: row {index} has no {self.key!r} (keys: {sorted(row)}); pass key= to name its field")
+        value = row.pop(self.key)
         with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
-            row["views"] = [transform(image) for transform in self.transforms]
+            row["views"] = [transform(value) for transform in self.transforms]
         row["index"] = index
         return row

@@ -1,0 +1,153 @@
+r"""Instance discrimination with a memory bank (Wu et al. 2018): every training example is its own class.
+
+The backbone :math:`f` and a linear head map a view of example :math:`i` to :math:`v = \operatorname{norm}(g(f(x)))`.
+A memory bank keeps one normalised entry :math:`m_j` per example of the dataset (:class:`~mmcontrast.losses.
+MemoryBank`, addressed by the dataset index); the probability that :math:`v` is example :math:`i` is
+:math:`P(i \mid v) = \exp(m_i \cdot v / \tau) / Z`. Binary NCE against :math:`K` entries drawn uniformly from the bank
+trains it (:func:`mmcontrast.losses.binary_nce`):
+
+.. math::
+
+    \mathcal{L} = -\log h(i, v) - \sum_{k=1}^{K} \log (1 - h(j_k, v)),
+    \qquad h(j, v) = \frac{P(j \mid v)}{P(j \mid v) + K / n}
+
+:math:`Z` is estimated once, on the first batch (lemniscate's constant, :func:`mmcontrast.losses.estimate_normaliser`),
+and kept in a buffer. After every optimizer step the entries of the batch's examples move towards their new
+features, :math:`m_i \leftarrow \operatorname{norm}(\mu m_i + (1 - \mu) v_i)` (the mean of the example's views when it
+has several). The noise indices are drawn from a generator seeded by ``(seed, process, draw)``, the draw counter
+being a buffer: a resumed run draws the same noise as an uninterrupted one.
+
+Reference:
+    Wu, Xiong, Yu, Lin. "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
+    https://arxiv.org/abs/1805.01978
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmcontrast.losses import MemoryBank, binary_nce, estimate_normaliser
+from mmcontrast.losses.distributed import rank_and_world_size
+from mmcontrast.methods.base import LossOutput
+from mmcontrast.methods.moco import output_dim
+from mmcontrast.methods.views import ViewsMethod, normalised_std
+from mmcontrast.views.simclr import view_seed
+
+
+class MemoryBankNCE(ViewsMethod):
+    """Backbone + head trained to discriminate instances against a momentum-updated memory bank.
+
+    Rows need their dataset ``index`` (views datasets add it) as well as their ``views``.
+
+    Args:
+        encoder: the backbone, kept after training.
+        head: the head (the paper: a linear layer to 128), dropped at export.
+        num_data: the number of training examples (the bank's size; indices must lie below it).
+        modality: the backbone's modality (default: from its type).
+        temperature: ``tau`` (0.07).
+        negatives: ``K``, noise entries per query (4096).
+        momentum: ``mu`` of the bank update (0.5).
+        seed: seed of the noise draws.
+        gather: every process's updates go into every process's bank (identical banks).
+    """
+
+    name = "MemoryBankNCE"
+    normaliser: torch.Tensor
+    draws: torch.Tensor
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        num_data: int,
+        *,
+        modality: str | None = None,
+        temperature: float = 0.07,
+        negatives: int = 4096,
+        momentum: float = 0.5,
+        seed: int = 0,
+        gather: bool = True,
+    ) -> None:
+        super().__init__(encoder, modality=modality, min_views=1)
+        if temperature <= 0:
+            raise ValueError(f"MemoryBankNCE: temperature must be positive, got {temperature}")
+        if negatives < 1:
+            raise ValueError(f"MemoryBankNCE: negatives must be >= 1, got {negatives}")
+        self.head = head
+        self.bank = MemoryBank(
+            num_data, output_dim(head), momentum, gather=gather, generator=torch.Generator().manual_seed(seed)
+        )
+        self.temperature = temperature
+        self.num_negatives = negatives
+        self.seed = seed
+        self.register_buffer("normaliser", torch.zeros((), dtype=torch.float64))  # Z; 0 until estimated
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, features) to write after the step
+
+    def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"projections": [B, V, d]}`` (not normalised; the loss normalises)."""
+        values, mask, shape = self.flat_views(batch)
+        return {"projections": self.unflat(self.head(self.features(values, mask)), shape)}
+
+    def noise(self, batch_size: int) -> torch.Tensor:
+        """``[batch_size, K]`` noise indices of this draw, a fixed function of (seed, process, draw counter)."""
+        rank, _ = rank_and_world_size(True)
+        generator = torch.Generator().manual_seed(view_seed(self.seed, rank, int(self.draws)))
+        self.draws += 1
+        return self.bank.sample_indices(batch_size, self.num_negatives, generator)
+
+    def loss(self, embeddings: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
+        indices = batch.get("indices")
+        if indices is None:
+            raise ValueError(
+                "MemoryBankNCE: the batch has no indices; rows need their dataset 'index' (mmcontrast.views datasets "
+                "add it)"
+            )
+        projections = embeddings["projections"]
+        positives = self.bank.entries(indices)
+        noise = self.bank.entries(self.noise(len(indices)))
+        if float(self.normaliser) == 0.0:
+            self.normaliser.fill_(self.estimate(projections, positives, noise))
+        normaliser, num_data = float(self.normaliser), self.bank.num_data
+        views = projections.shape[1]
+        value = (
+            sum(
+                binary_nce(
+                    projections[:, v],
+                    positives,
+                    noise,
+                    temperature=self.temperature,
+                    normaliser=normaliser,
+                    num_data=num_data,
+                )
+                for v in range(views)
+            )
+            / views
+        )
+        if self.training:
+            self._pending.append((indices, F.normalize(projections.detach().float(), dim=-1).mean(dim=1)))
+        return LossOutput(value, {"projection_std": normalised_std(projections)})  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def estimate(self, projections: torch.Tensor, positives: torch.Tensor, noise: torch.Tensor) -> float:
+        """lemniscate's ``Z`` from this batch's scores (first view), averaged over processes."""
+        unit = F.normalize(projections[:, 0].detach().float(), dim=-1)
+        candidates = torch.cat([positives[:, None], noise], dim=1).float()
+        scores = torch.exp(torch.einsum("bkd,bd->bk", candidates, unit) / self.temperature)
+        value = torch.tensor(estimate_normaliser(scores, self.bank.num_data), dtype=torch.float64)
+        _, world_size = rank_and_world_size(True)
+        if world_size > 1:
+            value = value.to(projections.device)
+            torch.distributed.all_reduce(value)
+            value = value / world_size
+        return float(value)
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Write the step's features into the bank (momentum update of their entries)."""
+        for indices, features in self._pending:
+            self.bank.update(indices, features)
+        self._pending.clear()
