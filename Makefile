@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cached_step_bench.py
 	$(BIN)/python benchmarks/loss_bench.py
 	$(BIN)/python benchmarks/video_decode.py
+	$(BIN)/python benchmarks/ssl_digits.py
+	$(BIN)/python benchmarks/simcse_stsb.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

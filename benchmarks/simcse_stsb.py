@@ -36,7 +36,7 @@ script exits 1 and names the failed check otherwise:
 2. SimCSE through mmcontrast improves the random BERT's dev Spearman over its own initial score.
 
 Full run (the defaults: 3000 sentences, batch 32, MiniLM 1 epoch = 94 steps, random BERT 3 epochs = 282 steps;
-about 12-17 minutes on 2 CPU cores)::
+about 9 minutes on 2 CPU cores, measured)::
 
     python benchmarks/simcse_stsb.py [--output-dir DIR]
 

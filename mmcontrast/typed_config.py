@@ -362,6 +362,9 @@ def reference_markdown(cls: type, prefix: str = "", heading: str = "##") -> str:
         type_name = _type_name(tp).replace("|", "\\|")
         meaning = docs.get(f.name, "").replace("|", "\\|").replace("``", "`")
         rows.append(f"| `{prefix}{f.name}` | {type_name} | `{shown}` | {meaning} |")
+        optional = [arg for arg in typing.get_args(tp) if isinstance(arg, type) and dataclasses.is_dataclass(arg)]
+        if optional:  # an optional section (null by default): its keys, once it is set
+            sections.append(reference_markdown(optional[0], f"{prefix}{f.name}.", heading))
     title = prefix.rstrip(".") or "top level"
     summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "`")
     table = "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *rows])

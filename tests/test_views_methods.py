@@ -415,3 +415,15 @@ def test_text_views_recipe_refuses_other_modalities_settings(tiny_bert_path, ove
     recipe, raw = load_recipe("recipes/simcse_stsb.yaml", [f"model.text.name_or_path={tiny_bert_path}", *overrides])
     with pytest.raises(ValueError, match=message):
         build_parts(recipe, raw)
+
+
+def test_memory_bank_softmax_objective_is_the_exact_non_parametric_softmax():
+    method = MemoryBankNCE(encoder(), nn.Linear(16, D), num_data=20, objective="softmax", temperature=0.1)
+    batch = method.collate(rows())
+    z = F.normalize(method(batch, embed_only=True)["projections"], dim=-1)
+    bank = method.bank.memory
+    terms = [ce(z[i, v] @ bank.T / 0.1, int(batch["indices"][i])) for v in range(2) for i in range(B)]
+    assert torch.allclose(method(batch).loss, torch.stack(terms).mean(), atol=1e-6)
+    assert int(method.draws) == 0 and float(method.normaliser) == 0.0  # no noise, no Z
+    with pytest.raises(ValueError, match="objective must be 'nce' or 'softmax'"):
+        MemoryBankNCE(encoder(), nn.Linear(16, D), num_data=20, objective="full")

@@ -63,12 +63,9 @@ class SimSiam(ViewsMethod):
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"projections": [B, V, d], "predictions": [B, V, d]}`` of the online branch."""
-        values, mask, shape = self.flat_views(batch)
-        projections = self.head(self.features(values, mask))
-        return {
-            "projections": self.unflat(projections, shape),
-            "predictions": self.unflat(self.predictor(projections), shape),
-        }
+        projections = self.projections(batch, self.head)
+        predictions = self.predictor(projections.flatten(0, 1)).reshape(*projections.shape[:2], -1)
+        return {"projections": projections, "predictions": predictions}
 
     def targets(self, embeddings: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
         """The target projections ``[B, V, d]``, without gradient: here the online projections, detached."""

@@ -3,19 +3,22 @@ r"""Instance discrimination with a memory bank (Wu et al. 2018): every training 
 The backbone :math:`f` and a linear head map a view of example :math:`i` to :math:`v = \operatorname{norm}(g(f(x)))`.
 A memory bank keeps one normalised entry :math:`m_j` per example of the dataset (:class:`~mmcontrast.losses.
 MemoryBank`, addressed by the dataset index); the probability that :math:`v` is example :math:`i` is
-:math:`P(i \mid v) = \exp(m_i \cdot v / \tau) / Z`. Binary NCE against :math:`K` entries drawn uniformly from the bank
-trains it (:func:`mmcontrast.losses.binary_nce`):
+:math:`P(i \mid v) = \exp(m_i \cdot v / \tau) / Z` with :math:`Z = \sum_j \exp(m_j \cdot v / \tau)`, the paper's
+non-parametric softmax. ``objective="softmax"`` trains it exactly, :math:`\mathcal{L} = -\log P(i \mid v)` over all
+:math:`n` entries (affordable when the dataset is small). ``objective="nce"`` (the paper's choice for ImageNet)
+approximates it with binary NCE against :math:`K` entries drawn uniformly from the bank
+(:func:`mmcontrast.losses.binary_nce`), with a constant :math:`Z`:
 
 .. math::
 
     \mathcal{L} = -\log h(i, v) - \sum_{k=1}^{K} \log (1 - h(j_k, v)),
     \qquad h(j, v) = \frac{P(j \mid v)}{P(j \mid v) + K / n}
 
-:math:`Z` is estimated once, on the first batch (lemniscate's constant, :func:`mmcontrast.losses.estimate_normaliser`),
-and kept in a buffer. After every optimizer step the entries of the batch's examples move towards their new
-features, :math:`m_i \leftarrow \operatorname{norm}(\mu m_i + (1 - \mu) v_i)` (the mean of the example's views when it
-has several). The noise indices are drawn from a generator seeded by ``(seed, process, draw)``, the draw counter
-being a buffer: a resumed run draws the same noise as an uninterrupted one.
+where :math:`Z` is estimated once, on the first batch (lemniscate's constant,
+:func:`mmcontrast.losses.estimate_normaliser`), and kept in a buffer. After every optimizer step the entries of the
+batch's examples move towards their new features, :math:`m_i \leftarrow \operatorname{norm}(\mu m_i + (1 - \mu)
+v_i)` (the mean of the example's views when it has several). The noise indices are drawn from a generator seeded by
+``(seed, process, draw)``, the draw counter being a buffer: a resumed run draws the same noise as an uninterrupted one.
 
 Reference:
     Wu, Xiong, Yu, Lin. "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
@@ -51,6 +54,8 @@ class MemoryBankNCE(ViewsMethod):
         temperature: ``tau`` (0.07).
         negatives: ``K``, noise entries per query (4096).
         momentum: ``mu`` of the bank update (0.5).
+        objective: ``nce`` (binary NCE against ``negatives`` noise entries) or ``softmax`` (the exact
+            non-parametric softmax over the whole bank; ``negatives`` is then not used).
         seed: seed of the noise draws.
         gather: every process's updates go into every process's bank (identical banks).
     """
@@ -69,6 +74,7 @@ class MemoryBankNCE(ViewsMethod):
         temperature: float = 0.07,
         negatives: int = 4096,
         momentum: float = 0.5,
+        objective: str = "nce",
         seed: int = 0,
         gather: bool = True,
     ) -> None:
@@ -77,6 +83,9 @@ class MemoryBankNCE(ViewsMethod):
             raise ValueError(f"MemoryBankNCE: temperature must be positive, got {temperature}")
         if negatives < 1:
             raise ValueError(f"MemoryBankNCE: negatives must be >= 1, got {negatives}")
+        if objective not in ("nce", "softmax"):
+            raise ValueError(f"MemoryBankNCE: objective must be 'nce' or 'softmax', got {objective!r}")
+        self.objective = objective
         self.head = head
         self.bank = MemoryBank(
             num_data, output_dim(head), momentum, gather=gather, generator=torch.Generator().manual_seed(seed)
@@ -90,8 +99,7 @@ class MemoryBankNCE(ViewsMethod):
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"projections": [B, V, d]}`` (not normalised; the loss normalises)."""
-        values, mask, shape = self.flat_views(batch)
-        return {"projections": self.unflat(self.head(self.features(values, mask)), shape)}
+        return {"projections": self.projections(batch, self.head)}
 
     def noise(self, batch_size: int) -> torch.Tensor:
         """``[batch_size, K]`` noise indices of this draw, a fixed function of (seed, process, draw counter)."""
@@ -108,29 +116,36 @@ class MemoryBankNCE(ViewsMethod):
                 "add it)"
             )
         projections = embeddings["projections"]
-        positives = self.bank.entries(indices)
-        noise = self.bank.entries(self.noise(len(indices)))
-        if float(self.normaliser) == 0.0:
-            self.normaliser.fill_(self.estimate(projections, positives, noise))
-        normaliser, num_data = float(self.normaliser), self.bank.num_data
-        views = projections.shape[1]
         value = (
-            sum(
-                binary_nce(
-                    projections[:, v],
-                    positives,
-                    noise,
-                    temperature=self.temperature,
-                    normaliser=normaliser,
-                    num_data=num_data,
-                )
-                for v in range(views)
-            )
-            / views
+            self.softmax_loss(projections, indices)
+            if self.objective == "softmax"
+            else self.nce_loss(projections, indices)
         )
         if self.training:
             self._pending.append((indices, F.normalize(projections.detach().float(), dim=-1).mean(dim=1)))
         return LossOutput(value, {"projection_std": normalised_std(projections)})  # type: ignore[arg-type]
+
+    def softmax_loss(self, projections: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The non-parametric softmax over all entries, ``-log P(i | v)``, averaged over views and rows."""
+        memory = self.bank.memory.detach().float()
+        unit = F.normalize(projections.float(), dim=-1)
+        targets = indices.to(unit.device).repeat(projections.shape[1])
+        logits = unit.transpose(0, 1).reshape(-1, unit.shape[-1]) @ memory.T / self.temperature  # view-major
+        return F.cross_entropy(logits, targets)
+
+    def nce_loss(self, projections: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Binary NCE of every view against its entry and this draw's noise entries (``Z`` estimated once)."""
+        positives = self.bank.entries(indices)
+        noise = self.bank.entries(self.noise(len(indices)))
+        if float(self.normaliser) == 0.0:
+            self.normaliser.fill_(self.estimate(projections, positives, noise))
+        options = {
+            "temperature": self.temperature,
+            "normaliser": float(self.normaliser),
+            "num_data": self.bank.num_data,
+        }
+        views = projections.shape[1]
+        return sum(binary_nce(projections[:, v], positives, noise, **options) for v in range(views)) / views
 
     @torch.no_grad()
     def estimate(self, projections: torch.Tensor, positives: torch.Tensor, noise: torch.Tensor) -> float:

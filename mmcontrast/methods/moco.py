@@ -120,11 +120,10 @@ class MoCo(ViewsMethod):
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"queries": [B, V, d]}``: the online head's (v3: predictor's) output for every view, not normalised."""
-        values, mask, shape = self.flat_views(batch)
-        queries = self.head(self.features(values, mask))
+        queries = self.projections(batch, self.head)
         if self.predictor is not None:
-            queries = self.predictor(queries)
-        return {"queries": self.unflat(queries, shape)}
+            queries = self.predictor(queries.flatten(0, 1)).reshape(*queries.shape[:2], -1)
+        return {"queries": queries}
 
     def pairs(self, views: int) -> list[tuple[int, int]]:
         """The (query view, key view) pairs scored."""

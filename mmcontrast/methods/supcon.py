@@ -61,8 +61,7 @@ class SupCon(ViewsMethod):
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"projections": [B, V, d]}`` (not normalised; the loss normalises)."""
-        values, mask, shape = self.flat_views(batch)
-        return {"projections": self.unflat(self.head(self.features(values, mask)), shape)}
+        return {"projections": self.projections(batch, self.head)}
 
     def loss(self, embeddings: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
         labels = batch.get("labels")

@@ -239,6 +239,12 @@ class ViewsMethod(Method):
         """Backbone features ``[N, d]`` of a flat batch of ``N`` views (:func:`encode`)."""
         return encode(self.encoder, self.modality, values, attention_mask)
 
+    def projections(self, batch: dict[str, Any], head: nn.Module) -> torch.Tensor:
+        """``head(f(view))`` for every view of the batch, ``[B, V, d]`` (all ``B x V`` views in one pass, so
+        batch-norm statistics cover every view)."""
+        values, mask, shape = self.flat_views(batch)
+        return self.unflat(head(self.features(values, mask)), shape)
+
 
 def normalised_std(projections: torch.Tensor) -> float:
     """The collapse check of SimSiam (Chen & He 2021, Sec. 4.1): the std over samples of the L2-normalised
@@ -262,12 +268,8 @@ class ProjectedViews(ViewsMethod):
         self.head = head
 
     def embed(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``{"projections": [B, V, d]}``: the head's output for every view of every example (not normalised).
-
-        All ``B x V`` views go through the backbone in one pass, so batch-norm statistics cover every view.
-        """
-        values, mask, shape = self.flat_views(batch)
-        return {"projections": self.unflat(self.head(self.features(values, mask)), shape)}
+        """``{"projections": [B, V, d]}``: the head's output for every view of every example (not normalised)."""
+        return {"projections": self.projections(batch, self.head)}
 
     def pair_loss(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The loss between the projections of two views ``[B, d]``, ``b[k]`` the positive of ``a[k]``."""

@@ -18,7 +18,7 @@ from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.typed_config import FiniteFloat, PositiveFloat, PositiveInt
 
-_USAGE = """from sentence_transformers import SentenceTransformer
+SENTENCE_TRANSFORMERS_USAGE = """from sentence_transformers import SentenceTransformer
 
 model = SentenceTransformer("{path}")
 embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
@@ -210,7 +210,7 @@ def export(
             ),
             library_name="sentence-transformers",
             pipeline_tag="sentence-similarity",
-            usage=_USAGE.format(path=output_dir / "model"),
+            usage=SENTENCE_TRANSFORMERS_USAGE.format(path=output_dir / "model"),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             base_model=recipe.model.name_or_path,
             datasets=[recipe.data.train],

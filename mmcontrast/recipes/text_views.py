@@ -22,18 +22,13 @@ from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.views import ViewsMethod
 from mmcontrast.modalities.text import TextEncoder
 from mmcontrast.recipes.base import RecipeParts, batch_sampler
+from mmcontrast.recipes.sbert import SENTENCE_TRANSFORMERS_USAGE
 from mmcontrast.recipes.view_methods import build_method, objective
 from mmcontrast.typed_config import NonNegativeInt, PositiveInt, Range
 from mmcontrast.views import ViewsDataset
 from mmcontrast.views.text import text_transform
 
 Probability = Annotated[float, Range(ge=0, lt=1)]
-
-_USAGE = """from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{path}")
-embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])
-print(model.similarity(embeddings, embeddings))"""
 
 
 @dataclass
@@ -160,7 +155,7 @@ def export_text(
             ),
             library_name="sentence-transformers",
             pipeline_tag="sentence-similarity",
-            usage=_USAGE.format(path=output_dir / "model"),
+            usage=SENTENCE_TRANSFORMERS_USAGE.format(path=output_dir / "model"),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             base_model=recipe.model.text.name_or_path,
             datasets=[recipe.data.text.train],

@@ -112,13 +112,15 @@ class MemoryBankConfig:
     """Instance discrimination with a memory bank (`model.memory_bank:` section; `method: memory_bank`).
 
     Attributes:
-        negatives: noise entries per query (4096 in the paper; at most the number of training examples is
-            sensible).
+        negatives: noise entries per query of the `nce` objective (4096 in the paper).
         momentum: momentum of the bank's entries.
+        objective: `nce` (binary NCE against `negatives` noise entries, the paper's ImageNet setting) or `softmax`
+            (the exact non-parametric softmax over the whole bank, affordable on small datasets).
     """
 
     negatives: PositiveInt = 4096
     momentum: UnitFloat = 0.5
+    objective: Literal["nce", "softmax"] = "nce"
 
 
 METHOD_SECTIONS = {
@@ -249,8 +251,16 @@ def build_method(recipe: Any, encoder: Any, modality: str, num_data: int) -> Vie
         temperature=temperature,
         negatives=bank.negatives,
         momentum=bank.momentum,
+        objective=bank.objective,
         seed=recipe.train.seed,
         gather=model.gather,
+    )
+
+
+def memory_bank_loss(model: Any) -> str:
+    """The memory bank's objective, in words."""
+    return (
+        "non-parametric softmax" if (model.memory_bank or MemoryBankConfig()).objective == "softmax" else "binary NCE"
     )
 
 
@@ -271,5 +281,5 @@ def objective(recipe: Any) -> str:
         "simsiam": "SimSiam method (prediction of the other view's projection, stop-gradient)",
         "barlow_twins": "Barlow Twins method (cross-correlation of the views driven to the identity)",
         "vicreg": "VICReg method (invariance, variance and covariance terms)",
-        "memory_bank": f"memory-bank instance discrimination (binary NCE, temperature {temperature})",
+        "memory_bank": f"memory-bank instance discrimination ({memory_bank_loss(model)}, temperature {temperature})",
     }[method]
