@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from side_by_side import TrainTimer, busy_warning, cores, run_sides
 
@@ -64,14 +65,14 @@ def _load_train(limit: int | None):
     return load_table(str(TRAIN_FILE), format="stsb", limit=limit)
 
 
-def _st_dev_spearman(model_dir: Path) -> float:
-    """Dev Spearman (cosine) of a saved model folder with sentence-transformers' own evaluator."""
-    from sentence_transformers import SentenceTransformer
+def dev_spearman(model: Any, dev_limit: int | None = None) -> float:
+    """Dev Spearman (cosine) of a ``SentenceTransformer`` with sentence-transformers' own evaluator (the first
+    ``dev_limit`` pairs, or all of them)."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     from mmcontrast.data.tables import load_table
 
-    dev = load_table(str(DEV_FILE), format="stsb")
+    dev = load_table(str(DEV_FILE), format="stsb", limit=dev_limit)
     evaluator = EmbeddingSimilarityEvaluator(
         dev["sentence1"],
         dev["sentence2"],
@@ -81,9 +82,15 @@ def _st_dev_spearman(model_dir: Path) -> float:
         name="sts-dev",
         write_csv=False,
     )
-    model = SentenceTransformer(str(model_dir), device="cpu")
     metrics = evaluator(model)
     return float(next(v for k, v in metrics.items() if k.endswith("spearman_cosine")))
+
+
+def _st_dev_spearman(model_dir: Path) -> float:
+    """Dev Spearman (cosine) of a saved model folder with sentence-transformers' own evaluator."""
+    from sentence_transformers import SentenceTransformer
+
+    return dev_spearman(SentenceTransformer(str(model_dir), device="cpu"))
 
 
 def _run_st(output_dir: Path, limit: int | None) -> dict:

@@ -64,7 +64,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sbert_vs_st import DATA_DIR, DEV_FILE, EVAL_BATCH_SIZE, SCORE_MAX, TRAIN_FILE, _load_train, _model_path
+from sbert_vs_st import DATA_DIR, DEV_FILE, TRAIN_FILE, _load_train, _model_path, dev_spearman
 from side_by_side import TrainTimer, busy_warning, cores, run_sides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,26 +124,6 @@ def build_random_bert(folder: Path) -> Path:
     config = BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **RANDOM_BERT)
     encoder = TextEncoder(BertModel(config), tokenizer, pooling="mean", max_length=MAX_SEQ_LENGTH)
     return encoder.save_pretrained(folder)
-
-
-def dev_spearman(model: Any, dev_limit: int | None) -> float:
-    """Dev Spearman (cosine) of a ``SentenceTransformer`` with sentence-transformers' own evaluator."""
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
-
-    from mmcontrast.data.tables import load_table
-
-    dev = load_table(str(DEV_FILE), format="stsb", limit=dev_limit)
-    evaluator = EmbeddingSimilarityEvaluator(
-        dev["sentence1"],
-        dev["sentence2"],
-        [s / SCORE_MAX for s in dev["score"]],
-        batch_size=EVAL_BATCH_SIZE,
-        main_similarity="cosine",
-        name="sts-dev",
-        write_csv=False,
-    )
-    metrics = evaluator(model)
-    return float(next(v for k, v in metrics.items() if k.endswith("spearman_cosine")))
 
 
 def _load_st(folder: str | Path) -> Any:

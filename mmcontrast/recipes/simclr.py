@@ -1,17 +1,18 @@
-"""The one-tower views recipe: images or audio clips -> augmented views -> backbone + heads -> an encoder folder.
+"""The one-tower views recipe: images, audio clips or text -> augmented views -> backbone + heads -> an encoder.
 
 One schema for every method that compares augmented views of one example (`method:` `simclr`, `supcon`, `moco`,
 `byol`, `simsiam`, `barlow_twins`, `vicreg`, `memory_bank`): the backbone, views, data and probes are the same,
 the method picks the heads and the loss (`model.head`, `model.predictor`, and the method's own section, e.g.
-`model.moco`; :func:`build_method`).
+`model.moco`; :func:`mmcontrast.recipes.view_methods.build_method`).
 
-One recipe for both modalities: `model.image` (the default) or `model.audio` picks the adapter, and with it the
-views (`views:` for images, `views.audio:` for audio) and the data (`data:` for images, `data.audio:` for audio,
-the `data:` section of the CPC recipe). The projection head only serves the loss: the export keeps the backbone
-(``ImageEncoder.save_pretrained`` / ``AudioEncoder.save_pretrained``: safetensors + config.json + model card),
-which ``ImageEncoder.from_pretrained(folder)`` / ``AudioEncoder.from_pretrained(folder)`` loads back. An image
-backbone is scored during the run by kNN and linear probes on frozen features of labelled images; an audio backbone
-after it, with ``mmcontrast eval probe`` (docs/audio.md).
+One recipe for three modalities: `model.image` (the default), `model.audio` or `model.text` picks the adapter, and
+with it the views (`views:` for images, `views.audio:` for audio, `views.text:` for text) and the data (`data:` for
+images, `data.audio:` for audio, the `data:` section of the CPC recipe; `data.text:` for text, handled by
+:mod:`mmcontrast.recipes.text_views`, which exports a sentence-transformers folder). The heads only serve the loss:
+the export keeps the backbone (``ImageEncoder.save_pretrained`` / ``AudioEncoder.save_pretrained``: safetensors +
+config.json + model card), which ``ImageEncoder.from_pretrained(folder)`` / ``AudioEncoder.from_pretrained(folder)``
+loads back. An image backbone is scored during the run by kNN and linear probes on frozen features of labelled
+images; an audio backbone after it, with ``mmcontrast eval probe`` (docs/audio.md).
 """
 
 from __future__ import annotations
