@@ -41,7 +41,7 @@ METHODS = {
 STATE = {  # the momentum state each method must carry through the kill
     "moco": ("target.", "queue.keys", "queue.position", "queue.filled"),
     "byol": ("target.",),
-    "memory_bank": ("bank.memory", "normaliser", "draws"),
+    "memory_bank": ("bank.memory", "nce.normaliser", "draws"),
 }
 
 

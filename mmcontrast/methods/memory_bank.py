@@ -15,7 +15,7 @@ approximates it with binary NCE against :math:`K` entries drawn uniformly from t
     \qquad h(j, v) = \frac{P(j \mid v)}{P(j \mid v) + K / n}
 
 where :math:`Z` is estimated once, on the first batch (lemniscate's constant,
-:func:`mmcontrast.losses.estimate_normaliser`), and kept in a buffer. After every optimizer step the entries of the
+:class:`mmcontrast.losses.BinaryNCELoss`, whose buffer keeps it). After every optimizer step the entries of the
 batch's examples move towards their new features, :math:`m_i \leftarrow \operatorname{norm}(\mu m_i + (1 - \mu)
 v_i)` (the mean of the example's views when it has several). The noise indices are drawn from a generator seeded by
 ``(seed, process, draw)``, the draw counter being a buffer: a resumed run draws the same noise as an uninterrupted one.
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcontrast.losses import MemoryBank, binary_nce, estimate_normaliser
+from mmcontrast.losses import BinaryNCELoss, MemoryBank
 from mmcontrast.losses.distributed import rank_and_world_size
 from mmcontrast.methods.base import LossOutput
 from mmcontrast.methods.moco import output_dim
@@ -61,7 +61,6 @@ class MemoryBankNCE(ViewsMethod):
     """
 
     name = "MemoryBankNCE"
-    normaliser: torch.Tensor
     draws: torch.Tensor
 
     def __init__(
@@ -93,7 +92,7 @@ class MemoryBankNCE(ViewsMethod):
         self.temperature = temperature
         self.num_negatives = negatives
         self.seed = seed
-        self.register_buffer("normaliser", torch.zeros((), dtype=torch.float64))  # Z; 0 until estimated
+        self.nce = BinaryNCELoss(num_data, temperature, gather=gather)  # Z in its buffer, estimated on the first call
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, features) to write after the step
 
@@ -134,32 +133,12 @@ class MemoryBankNCE(ViewsMethod):
         return F.cross_entropy(logits, targets)
 
     def nce_loss(self, projections: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Binary NCE of every view against its entry and this draw's noise entries (``Z`` estimated once)."""
+        """Binary NCE of every view against its entry and this draw's noise entries (``Z`` estimated once, on the
+        first view of the first batch)."""
         positives = self.bank.entries(indices)
         noise = self.bank.entries(self.noise(len(indices)))
-        if float(self.normaliser) == 0.0:
-            self.normaliser.fill_(self.estimate(projections, positives, noise))
-        options = {
-            "temperature": self.temperature,
-            "normaliser": float(self.normaliser),
-            "num_data": self.bank.num_data,
-        }
         views = projections.shape[1]
-        return sum(binary_nce(projections[:, v], positives, noise, **options) for v in range(views)) / views
-
-    @torch.no_grad()
-    def estimate(self, projections: torch.Tensor, positives: torch.Tensor, noise: torch.Tensor) -> float:
-        """lemniscate's ``Z`` from this batch's scores (first view), averaged over processes."""
-        unit = F.normalize(projections[:, 0].detach().float(), dim=-1)
-        candidates = torch.cat([positives[:, None], noise], dim=1).float()
-        scores = torch.exp(torch.einsum("bkd,bd->bk", candidates, unit) / self.temperature)
-        value = torch.tensor(estimate_normaliser(scores, self.bank.num_data), dtype=torch.float64)
-        _, world_size = rank_and_world_size(True)
-        if world_size > 1:
-            value = value.to(projections.device)
-            torch.distributed.all_reduce(value)
-            value = value / world_size
-        return float(value)
+        return sum(self.nce(projections[:, v], positives, noise) for v in range(views)) / views
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Write the step's features into the bank (momentum update of their entries)."""
