@@ -24,8 +24,6 @@ from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt
 
 ViewsMethodName = Literal["simclr", "supcon", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "memory_bank"]
 VIEWS_METHODS: tuple[str, ...] = ViewsMethodName.__args__  # type: ignore[attr-defined]
-SIMCLR_LOSS_DEFAULTS = {"loss": "nt_xent", "weight_sigma": 0.5}
-"""`model.loss` and `model.weight_sigma` as the schema defaults them (SimCLR's settings)."""
 
 
 @dataclass
@@ -159,8 +157,9 @@ def check_method_settings(recipe: Any) -> None:
     """
     method, model = recipe.method, recipe.model
     stray = [f"model.{name}" for name in METHOD_SECTIONS if name != method and getattr(model, name) is not None]
-    if method != "simclr":  # SimCLR's loss choice
-        stray += [f"model.{key}" for key, default in SIMCLR_LOSS_DEFAULTS.items() if getattr(model, key) != default]
+    if method != "simclr":  # SimCLR's loss choice, against the schema's own defaults
+        defaults = type(model)()
+        stray += [f"model.{key}" for key in ("loss", "weight_sigma") if getattr(model, key) != getattr(defaults, key)]
     if method not in DEFAULT_TEMPERATURE and model.temperature is not None:
         stray.append("model.temperature")
     if model.loss_chunk_size is not None and (method != "simclr" or model.loss in ("dcl", "dclw")):
