@@ -38,7 +38,12 @@ from mmcontrast.losses.distributed import rank_and_world_size
 from mmcontrast.methods.base import LossOutput
 from mmcontrast.methods.moco import output_dim
 from mmcontrast.methods.views import ViewsMethod, normalised_std
-from mmcontrast.views.simclr import view_seed
+
+
+def noise_seed(seed: int, rank: int, draw: int) -> int:
+    """The seed of one noise draw: a fixed function of (seed, process, draw), the same in every run (Python hashes
+    tuples of ints without the per-process salt it gives strings)."""
+    return hash((seed, rank, draw)) & (2**63 - 1)
 
 
 class MemoryBankNCE(ViewsMethod):
@@ -103,7 +108,7 @@ class MemoryBankNCE(ViewsMethod):
     def noise(self, batch_size: int) -> torch.Tensor:
         """``[batch_size, K]`` noise indices of this draw, a fixed function of (seed, process, draw counter)."""
         rank, _ = rank_and_world_size(True)
-        generator = torch.Generator().manual_seed(view_seed(self.seed, rank, int(self.draws)))
+        generator = torch.Generator().manual_seed(noise_seed(self.seed, rank, int(self.draws)))
         self.draws += 1
         return self.bank.sample_indices(batch_size, self.num_negatives, generator)
 
