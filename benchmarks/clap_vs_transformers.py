@@ -103,7 +103,6 @@ class Setup:
     """What every run starts from: the recipe's parts, the exported ClapModel, and both initial states."""
 
     recipe: Any
-    raw: dict[str, Any]
     parts: Any
     method_state: dict[str, Any]
     model: Any  # transformers ClapModel
@@ -126,8 +125,8 @@ def prepare(data_dir: Path, batch_size: int, steps: int, limit: int | None = Non
     from mmcontrast.hub.transformers_clap import export_transformers_clap
     from mmcontrast.recipe import build_parts
 
-    recipe, raw = _recipe(data_dir, batch_size, steps, limit)
-    parts = build_parts(recipe, raw)
+    recipe = _recipe(data_dir, batch_size, steps, limit)
+    parts = build_parts(recipe)
     if len(parts.batch_sampler) == 0:
         raise SystemExit(f"fewer than {batch_size} training clips in {data_dir}: lower --batch-size")
     method_state = {k: v.detach().clone() for k, v in parts.method.state_dict().items()}
@@ -137,7 +136,7 @@ def prepare(data_dir: Path, batch_size: int, steps: int, limit: int | None = Non
     model = ClapModel.from_pretrained(folder.name)
     processor = ClapProcessor.from_pretrained(folder.name)
     model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return Setup(recipe, raw, parts, method_state, model, processor, model_state, folder)
+    return Setup(recipe, parts, method_state, model, processor, model_state, folder)
 
 
 class PlainCollate:
@@ -243,6 +242,7 @@ def _optimizer_name(optimizer) -> str:
 def run_mmcontrast(setup: Setup, steps: int) -> Run:
     """The recipe's CLAP method trained for ``steps`` by mmcontrast's engine from the initial weights."""
     from mmcontrast.engine.trainer import Trainer
+    from mmcontrast.recipes.base import effective_recipe
 
     method, config = setup.parts.method, dataclasses.replace(setup.recipe.train, max_steps=steps)
     method.load_state_dict(setup.method_state)
@@ -257,7 +257,7 @@ def run_mmcontrast(setup: Setup, steps: int) -> Run:
             setup.parts.batch_sampler,
             config,
             output_dir,
-            run_config=setup.raw,
+            run_config=effective_recipe(setup.recipe),
             overwrite_output_dir=True,
         )
         optimizer = trainer.optimizer.optimizer  # the torch AdamW inside Accelerate's wrapper

@@ -92,10 +92,11 @@ def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
     from mmcontrast.engine.trainer import Trainer
     from mmcontrast.hub.open_clip_folder import save_open_clip
     from mmcontrast.recipe import build_parts
+    from mmcontrast.recipes.base import effective_recipe
 
-    recipe, raw = _recipe(output_dir, epochs)
+    recipe = _recipe(output_dir, epochs)
     set_seed(SEED)
-    parts = build_parts(recipe, raw)
+    parts = build_parts(recipe)
     parts.batch_sampler.set_epoch(0)
     first = [parts.dataset[i] for i in next(iter(parts.batch_sampler))]
     with torch.no_grad():
@@ -106,7 +107,7 @@ def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
         parts.batch_sampler,
         recipe.train,
         output_dir,
-        run_config=raw,
+        run_config=effective_recipe(recipe),
         overwrite_output_dir=True,  # the benchmark owns its folder: a rerun replaces it
     )
     with TrainTimer() as timer:
@@ -249,7 +250,7 @@ def _zero_shot(model_dir: Path) -> dict[str, float]:
     from mmcontrast.hub.open_clip_folder import OpenClipDualEncoder
     from mmcontrast.recipe import load_recipe
 
-    recipe, _ = load_recipe(RECIPE, [])
+    recipe = load_recipe(RECIPE, [])
     encoder = OpenClipDualEncoder(model_dir)
     rows = digits(recipe.eval.split, image_size=recipe.data.image_size).rows
     classifier = zero_shot_classifier(encoder, recipe.eval.classes or list(DIGIT_NAMES), recipe.eval.templates)

@@ -103,9 +103,9 @@ def baselines(data: dict) -> dict[str, dict[str, float]]:
 
     from mmcontrast.recipe import build_parts, load_recipe
 
-    recipe, raw = load_recipe(ROOT / "recipes" / METHODS["SimCLR"], ["eval.train=null"])
+    recipe = load_recipe(ROOT / "recipes" / METHODS["SimCLR"], ["eval.train=null"])
     set_seed(recipe.train.seed)  # as mmcontrast train does before building the parts
-    encoder = build_parts(recipe, raw).method.image_encoder
+    encoder = build_parts(recipe).method.image_encoder
     pixels = {split: encoder.preprocess(images).flatten(1) for split, (images, _) in data.items()}
     return {
         "random init": encoder_scores(encoder, data),

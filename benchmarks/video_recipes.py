@@ -73,7 +73,7 @@ def tcn_videos(runs: Path) -> tuple[dict, list[str]]:
     seconds = train("tcn_videos.yaml", output, f"data.train={VIDEOS}", f"data.cache={output / 'frame_cache'}")
     encoder = load_video_encoder(output / "model")
     rows = load_video_rows(VIDEOS)[0].rows
-    recipe, _ = load_recipe(ROOT / "recipes" / "tcn_videos.yaml")
+    recipe = load_recipe(ROOT / "recipes" / "tcn_videos.yaml")
     torch.manual_seed(recipe.train.seed)  # the recipe's own untrained tower is the random-init baseline
     untrained = build_video_tower(recipe.model.video)
     data, augment = recipe.data, recipe.augment.build()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mmcontrast.data.images import DIGIT_NAMES, digits
 from mmcontrast.recipe import load_recipe
-from mmcontrast.train import train_recipe
+from mmcontrast.run_recipe import train_recipe
 
 RECIPE = resources.files("mmcontrast") / "demo_data" / "clip_digits.yaml"
 
@@ -27,8 +27,8 @@ def run_demo(output_dir: str = "runs/demo") -> dict:
     )
     # the demo owns its folder: running it again replaces the earlier demo run
     overrides = [f"output_dir={output_dir}", "train.save_steps=0", "overwrite_output_dir=true"]
-    recipe, raw = load_recipe(Path(str(RECIPE)), overrides)
-    summary = train_recipe(recipe, raw)
+    recipe = load_recipe(Path(str(RECIPE)), overrides)
+    summary = train_recipe(recipe)
     output = Path(output_dir)
     metrics = json.loads((output / "zero_shot.json").read_text())
     samples = output / "samples"

@@ -1,19 +1,21 @@
 """Load a recipe file: read the ``method`` key, then check every key against that method's typed schema
-(names, types and ranges) and the precision against the hardware, before anything is loaded.
+(names, types and ranges) and the precision against the hardware, before anything is loaded. A recipe built in
+Python (the schema dataclasses) goes through the same checks (:func:`check_recipe`).
 
 Each method's schema and builder live in :mod:`mmcontrast.recipes`; this module is the registry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from mmcontrast.engine.config import check_hardware
 from mmcontrast.recipes import clap, clip, cpc, cvrl, sbert, simclr, tcn, video_text, view_methods
-from mmcontrast.recipes.base import RecipeBase, RecipeParts
-from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown
+from mmcontrast.recipes.base import RecipeBase, RecipeParts, effective_recipe
+from mmcontrast.typed_config import ConfigError, apply_overrides, build, load_yaml, reference_markdown, set_key
 
 
 class RecipeKind(NamedTuple):
@@ -35,24 +37,63 @@ RECIPES: dict[str, RecipeKind] = {
 }
 
 
-def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[RecipeBase, dict[str, Any]]:
-    """Read a recipe file (or start empty), apply ``key=value`` overrides, check every key, type and range, and
-    refuse a ``train.mixed_precision`` this machine cannot honour."""
-    data = load_yaml(path) if path is not None else {}
-    apply_overrides(data, overrides)
-    source = str(path or "recipe")
+def load_recipe(
+    path: str | Path | Mapping[str, Any] | None, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> RecipeBase:
+    """Read a recipe (a YAML file, a dict in the same shape, or None to start empty), apply overrides, check every
+    key, type and range, and refuse a ``train.mixed_precision`` this machine cannot honour.
+
+    Args:
+        path: the recipe file, or the recipe as a dict.
+        overrides: ``["train.lr=1e-4", ...]`` (values read as YAML, as on the command line) or
+            ``{"train.lr": 1e-4, ...}`` (values used as they are).
+
+    Returns:
+        The recipe, an instance of the method's schema (e.g. :class:`~mmcontrast.recipes.sbert.SbertRecipe`).
+    """
+    if isinstance(path, Mapping):
+        data, source = _plain_copy(path), "recipe"
+    else:
+        data, source = (load_yaml(path) if path is not None else {}), str(path or "recipe")
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            set_key(data, key, value)
+    else:
+        apply_overrides(data, overrides)
+    return _build(data, source)
+
+
+def _plain_copy(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {key: _plain_copy(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_plain_copy(value) for value in tree]
+    return tree
+
+
+def _build(data: dict[str, Any], source: str) -> RecipeBase:
     method = data.get("method")
     if method not in RECIPES:
         known = ", ".join(RECIPES)
         raise ConfigError(f"{source}: key 'method' must be one of {known}, got {method!r}")
     recipe = build(RECIPES[method].schema, data, source=source)
     check_hardware(recipe.train, source)
-    return recipe, data
+    return recipe
 
 
-def build_parts(recipe: RecipeBase, raw: dict[str, Any]) -> RecipeParts:
-    """The method, data, sampler, evaluators and exporter the recipe describes."""
-    return RECIPES[recipe.method].build(recipe, raw)
+def check_recipe(recipe: RecipeBase) -> RecipeBase:
+    """A recipe built or changed in Python, checked as a recipe file is (every key's type and range, the
+    precision against the hardware): returns an equal, freshly built recipe, or raises :class:`ConfigError`
+    naming the key (``train.lr`` given as a string, a batch size of 0...)."""
+    if not isinstance(recipe, RecipeBase):
+        raise TypeError(f"expected a recipe (e.g. mmcontrast.load_recipe(...)), got {type(recipe).__name__}")
+    return _build(_plain_copy(dataclasses.asdict(recipe)), f"{type(recipe).__name__}")
+
+
+def build_parts(recipe: RecipeBase) -> RecipeParts:
+    """The method, data, sampler, evaluators and exporter the recipe describes; the builder receives the effective
+    recipe (:func:`~mmcontrast.recipes.base.effective_recipe`) to write into cards and model configs."""
+    return RECIPES[recipe.method].build(recipe, effective_recipe(recipe))
 
 
 def recipe_reference() -> str:

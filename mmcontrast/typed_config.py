@@ -267,19 +267,26 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (for example train.lr=1e-4)")
         dotted, raw = item.split("=", 1)
-        parts = dotted.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
-            node = child
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as error:
             problem = _yaml_problem(error, column_offset=len(dotted) + 1)
             raise ConfigError(f"override '{item}': the value is not valid YAML {problem}") from error
-        node[parts[-1]] = _yaml_floats(value)
+        set_key(data, dotted, _yaml_floats(value), what=f"override '{item}'")
+    return data
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any, what: str | None = None) -> dict[str, Any]:
+    """Set ``data[a][b][c] = value`` for ``dotted`` = ``a.b.c``, creating sections on the way, in place; ``what``
+    names the setting in errors (default: the key)."""
+    parts = dotted.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what or f'key {dotted!r}'}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
     return data
 
 

@@ -18,6 +18,7 @@ from mmcontrast.cli import main
 from mmcontrast.data.audio import FSDD_PATTERN, load_audio
 from mmcontrast.losses import info_nce
 from mmcontrast.recipe import load_recipe
+from mmcontrast.recipes.base import effective_recipe
 from mmcontrast.recipes.clap import ClapModelConfig, _method
 from mmcontrast.typed_config import build as build_config
 
@@ -153,10 +154,10 @@ def test_linear_projection_towers_export_in_mmcontrast_format(tmp_path):
 
     raw = yaml.safe_load(RECIPE.read_text())
     raw["model"]["projection"] = "linear"
-    recipe, raw = load_recipe(None, [f"{k}={json.dumps(v)}" for k, v in [("method", "clap"), ("model", raw["model"])]])
+    recipe = load_recipe(None, [f"{k}={json.dumps(v)}" for k, v in [("method", "clap"), ("model", raw["model"])]])
     method = _method(recipe.model).eval()
     assert "ClapProjectionLayer" in clap_shape_problem(method)
-    save_mmcontrast_clip(method, raw, tmp_path / "model")
+    save_mmcontrast_clip(method, effective_recipe(recipe), tmp_path / "model")
     assert folder_kind(tmp_path / "model").kind == "audio-text"
     loaded = load_dual_encoder(tmp_path / "model")
     assert isinstance(loaded, CLAP)

@@ -64,8 +64,8 @@ def test_pipeline_agrees_with_mmcontrast_zero_shot(trained_clip):
 def test_export_gives_the_trained_embeddings(tmp_path):
     from mmcontrast.recipe import build_parts, load_recipe
 
-    recipe, raw = load_recipe(RECIPE, [f"output_dir={tmp_path}", "data.limit=8"])
-    method = build_parts(recipe, raw).method
+    recipe = load_recipe(RECIPE, [f"output_dir={tmp_path}", "data.limit=8"])
+    method = build_parts(recipe).method
     with torch.no_grad():
         method.logit_scale.log_scale.fill_(3.0)
     export_transformers_clip(method, tmp_path / "model")
@@ -237,16 +237,17 @@ def test_towers_without_a_transformers_form_export_a_loadable_mmcontrast_folder(
 def test_mmcontrast_clip_folder_gives_the_trained_embeddings(tiny_bert_path, tmp_path):
     from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip, save_mmcontrast_clip
     from mmcontrast.recipe import build_parts, load_recipe
+    from mmcontrast.recipes.base import effective_recipe
 
     overrides = [f"output_dir={tmp_path}", "data.limit=8", "model.image.config=null"]
     overrides += ["model.image.backbone=timm/test_resnet", "model.text.config=null"]
     overrides += [f"model.text.name_or_path={tiny_bert_path}", "model.text.pooling=mean"]
-    recipe, raw = load_recipe(RECIPE, overrides)
-    method = build_parts(recipe, raw).method
+    recipe = load_recipe(RECIPE, overrides)
+    method = build_parts(recipe).method
     with torch.no_grad():
         for parameter in method.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))  # off the initialisation the loader would rebuild
-    loaded = load_mmcontrast_clip(save_mmcontrast_clip(method, raw, tmp_path / "model"))
+    loaded = load_mmcontrast_clip(save_mmcontrast_clip(method, effective_recipe(recipe), tmp_path / "model"))
     images = [row["image"] for row in digits("test").rows[:8]]
     texts = ["a handwritten seven.", "the number zero."]
     assert (method.encode_images(images) - loaded.encode_images(images)).abs().max() < 1e-6

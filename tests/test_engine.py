@@ -77,3 +77,32 @@ def test_checkpoints_rotate_and_temporary_folders_are_ignored(tmp_path):
     assert resolve_resume("latest", root).name == "checkpoint-00000008"
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         resolve_resume(str(root / ".tmp-checkpoint-00000010"), root)
+
+
+@pytest.mark.parametrize("save_steps", [0, 3])
+def test_deferred_checks_name_the_first_bad_step_and_keep_no_checkpoint_of_it(tmp_path, monkeypatch, save_steps):
+    """On an accelerator the finiteness checks are read at the logging interval and before a checkpoint (no
+    wait per step): forced on here, the run still names the first bad step and its learning rate."""
+    from functools import partial
+
+    import mmcontrast.engine.trainer as trainer_module
+    from mmcontrast.engine.divergence import DivergenceWatch
+
+    monkeypatch.setattr(trainer_module, "DivergenceWatch", partial(DivergenceWatch, deferred=True))
+    config = TrainingConfig(batch_size=8, lr=0.05, warmup_ratio=0.0, progress_bar=False, logging_steps=4)
+    config.save_steps = save_steps
+    trainer = Trainer(Regression(nan_from_call=3), _data(), config=config, output_dir=tmp_path)
+    assert trainer.divergence.deferred
+    with pytest.raises(FloatingPointError, match=r"diverged at step 3 \(learning rate 0.025\): the loss is not finite"):
+        trainer.train()
+    assert checkpoint_dirs(tmp_path / "checkpoints") == []
+
+
+def test_a_non_finite_gradient_norm_is_named():
+    from mmcontrast.engine.divergence import DivergenceWatch
+
+    now, later = DivergenceWatch(torch.device("cpu")), DivergenceWatch(torch.device("cpu"), deferred=True)
+    assert now.check(torch.tensor(float("inf")), 5, 1) == "the gradient norm is inf"
+    for step, value in enumerate([1.0, 2.0, float("nan"), float("inf")], 1):
+        assert later.check(torch.tensor(value), step, 1 if step == 3 else 0) is None
+    assert later.flush() == (3, "the gradient norm is not finite")

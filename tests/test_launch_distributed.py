@@ -91,3 +91,46 @@ def test_two_process_step_equals_one_process_step(no_dropout_bert, pairs_csv, tm
         assert torch.allclose(double[name], tensor, atol=1e-6, rtol=0), name
         moved += not torch.equal(tensor, initial[name])
     assert moved > len(single) // 2
+
+
+def test_two_processes_stop_early_and_keep_the_best_model_together(tiny_bert_path, pairs_csv, tmp_path):
+    """Evaluation runs on the main process only; its metrics are broadcast, so both processes stop at the same
+    step (no hang, no crash) and the exported model is the kept best one."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "1",
+    }
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "mmcontrast.cli",
+    ]  # fmt: skip
+    control = [
+        f"eval.retrieval={pairs_csv}", "eval.retrieval_format=csv", "eval.retrieval_min_score=null",
+        "train.max_steps=10", "train.eval_steps=1", "train.lr=3e-3",
+        # no later evaluation can beat the first by 1.0: the run stops after 2 more evaluations, at step 3
+        "train.early_stopping.metric=retrieval/mrr@10", "train.early_stopping.patience=2",
+        "train.early_stopping.min_delta=1.0",
+        # mode min keeps the lowest score: an early step's weights, loaded back on both processes before export
+        "train.keep_best.metric=retrieval/mrr@10", "train.keep_best.mode=min",
+    ]  # fmt: skip
+    run = subprocess.run(
+        [*launch, *_train_args(tiny_bert_path, pairs_csv, tmp_path / "run", 8, *control)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 3
+    log = json.loads((tmp_path / "run" / "training_log.json").read_text())
+    evaluations = [r for r in log if "loss" not in r]
+    assert [r["step"] for r in evaluations] == [1, 2, 3, 3]
+    best = min(evaluations[:3], key=lambda r: r["retrieval/mrr@10"])  # the first of equal values is kept
+    assert summary["best_step"] == best["step"] < 3
+    assert summary["metrics"]["retrieval/mrr@10"] == pytest.approx(best["retrieval/mrr@10"])
+    exported = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    kept = load_file(tmp_path / "run" / "best" / "model.safetensors")
+    assert all(torch.equal(kept[f"encoder.transformer.{name}"], value) for name, value in exported.items())

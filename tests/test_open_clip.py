@@ -31,8 +31,8 @@ def trained_run(tmp_path_factory) -> Path:
 
 def _moved_method(tmp_path):
     """The recipe's CLIP method after a few optimiser steps (weights and logit scale off their init)."""
-    recipe, raw = load_recipe(RECIPE, [f"output_dir={tmp_path}", "data.limit=32"])
-    parts = build_parts(recipe, raw)
+    recipe = load_recipe(RECIPE, [f"output_dir={tmp_path}", "data.limit=32"])
+    parts = build_parts(recipe)
     method = parts.method
     optimizer = torch.optim.AdamW(method.parameters(), lr=1e-2)
     rows = [parts.dataset[i] for i in range(16)]
@@ -136,14 +136,14 @@ def test_non_standard_open_clip_models_are_not_converted():
 
 
 def test_open_clip_with_other_towers_is_refused(tmp_path):
-    recipe, raw = load_recipe(RECIPE, [f"output_dir={tmp_path}", "model.image.backbone=timm/resnet18"])
+    recipe = load_recipe(RECIPE, [f"output_dir={tmp_path}", "model.image.backbone=timm/resnet18"])
     with pytest.raises(ValueError, match=r"model\.open_clip replaces model\.image and model\.text"):
-        build_parts(recipe, raw)
+        build_parts(recipe)
 
 
 def test_unknown_open_clip_name_is_named(tmp_path):
-    recipe, raw = load_recipe(
+    recipe = load_recipe(
         RECIPE, [f"output_dir={tmp_path}", "model.open_clip.model_cfg=null", "model.open_clip.name=ViT-Nope-1"]
     )
     with pytest.raises(ValueError, match="'ViT-Nope-1' is not an open_clip model"):
-        build_parts(recipe, raw)
+        build_parts(recipe)

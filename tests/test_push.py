@@ -34,7 +34,7 @@ from mmcontrast.cli import main
 from mmcontrast.hub.model_card import CardInfo, write_model_card
 from mmcontrast.hub.push import PushError, hub_model_card, push_model
 from mmcontrast.recipe import load_recipe
-from mmcontrast.train import train_recipe
+from mmcontrast.run_recipe import train_recipe
 
 TOKEN = "hf_mmcontrastTestToken0123456789abcdef"
 
@@ -540,9 +540,9 @@ def test_push_to_hub_without_a_token_stops_before_training(tiny_bert_path, pairs
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
     run = tmp_path / "run"
     _, recipe_file, *overrides = pairs_training_args(tiny_bert_path, pairs_csv, run)
-    recipe, raw = load_recipe(recipe_file, [*overrides, "push_to_hub.repo_id=alice/sbert"])
+    recipe = load_recipe(recipe_file, [*overrides, "push_to_hub.repo_id=alice/sbert"])
     with pytest.raises(PushError, match="hf auth login"):
-        train_recipe(recipe, raw)
+        train_recipe(recipe)
     assert not run.exists()
 
 

@@ -338,7 +338,7 @@ def test_checkpoint_files_are_loaded_without_running_code(tmp_path):
 def test_export_is_complete_or_absent(tmp_path):
     from types import SimpleNamespace
 
-    from mmcontrast.train import export_model
+    from mmcontrast.run_recipe import export_model
 
     def export(method, result, output_dir, model_dir, die=False):
         model_dir.mkdir(parents=True)

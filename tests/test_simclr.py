@@ -306,7 +306,7 @@ def test_train_through_the_cli_exports_the_backbone_only(tmp_path):
     from mmcontrast.recipe import load_recipe
     from mmcontrast.recipes.simclr import probe
 
-    recipe, _ = load_recipe(RECIPE, ["eval.limit=100"])
+    recipe = load_recipe(RECIPE, ["eval.limit=100"])
     again = probe(recipe)(type("Trained", (), {"image_encoder": encoder})())  # the probes of the exported model
     assert again["knn_top1"] == pytest.approx(summary["metrics"]["probe/knn_top1"], abs=1e-6)
 

@@ -134,9 +134,9 @@ def test_spec_augment_views_feed_the_mel_encoder():
 
 
 def test_recipe_picks_the_modality_and_names_stray_keys():
-    recipe, _ = load_recipe(RECIPE)
+    recipe = load_recipe(RECIPE)
     assert modality(recipe) == "audio"
-    image, _ = load_recipe("recipes/simclr_digits.yaml")
+    image = load_recipe("recipes/simclr_digits.yaml")
     assert modality(image) == "image"
     cases = {
         "views.flip": ["views.flip=false"],
@@ -146,11 +146,11 @@ def test_recipe_picks_the_modality_and_names_stray_keys():
     }
     for key, overrides in cases.items():
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-            modality(load_recipe(RECIPE, overrides)[0])
+            modality(load_recipe(RECIPE, overrides))
     with pytest.raises(ValueError, match=r"views\.audio\.seconds.*model\.audio"):
-        modality(load_recipe("recipes/simclr_digits.yaml", ["views.audio.seconds=0.5"])[0])
+        modality(load_recipe("recipes/simclr_digits.yaml", ["views.audio.seconds=0.5"]))
     with pytest.raises(ValueError, match=r"data\.audio\.train"):
-        modality(load_recipe(RECIPE, ["data.audio=null"])[0])
+        modality(load_recipe(RECIPE, ["data.audio=null"]))
 
 
 def test_loss_decreases_on_a_tiny_model(tmp_path):

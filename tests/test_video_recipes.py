@@ -17,7 +17,7 @@ from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip
 from mmcontrast.hub.push import check_model_folder as check_push_folder
 from mmcontrast.modalities.video import VideoEncoder, load_video_encoder
 from mmcontrast.recipe import load_recipe
-from mmcontrast.train import train_recipe
+from mmcontrast.run_recipe import train_recipe
 
 VIDEO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video"
 TINY_TOWER = (
@@ -36,8 +36,8 @@ def one_thread():
 
 
 def run(recipe: str, output_dir: Path, *overrides: str) -> dict:
-    config, raw = load_recipe(recipe, [f"output_dir={output_dir}", TINY_TOWER, *TINY_RUN, *overrides])
-    return train_recipe(config, raw)
+    config = load_recipe(recipe, [f"output_dir={output_dir}", TINY_TOWER, *TINY_RUN, *overrides])
+    return train_recipe(config)
 
 
 def test_multi_view_tcn_on_moving_digits_scores_model_random_init_and_pixels(tmp_path: Path) -> None:
@@ -75,9 +75,9 @@ def test_tcn_refuses_a_video_model_whose_frames_see_position(tmp_path: Path) -> 
         "num_frames: 4, tubelet_size: 2, hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, "
         "intermediate_size: 64}}"
     )
-    config, raw = load_recipe("recipes/tcn_multiview_digits.yaml", [f"output_dir={tmp_path}", videomae])
+    config = load_recipe("recipes/tcn_multiview_digits.yaml", [f"output_dir={tmp_path}", videomae])
     with pytest.raises(ValueError, match="counting frames"):
-        train_recipe(config, raw)
+        train_recipe(config)
 
 
 def broken_videos(folder: Path) -> list[str]:

@@ -340,9 +340,9 @@ def test_normalised_std_is_zero_when_collapsed_and_near_one_over_sqrt_d_when_spr
 def test_recipes_refuse_another_methods_settings_by_key(recipe, override, message):
     from mmcontrast.recipe import build_parts, load_recipe
 
-    loaded, raw = load_recipe(f"recipes/{recipe}.yaml", [override, "eval.train=null", "data.limit=8"])
+    loaded = load_recipe(f"recipes/{recipe}.yaml", [override, "eval.train=null", "data.limit=8"])
     with pytest.raises(ValueError, match=message):
-        build_parts(loaded, raw)
+        build_parts(loaded)
 
 
 @pytest.mark.parametrize(
@@ -362,8 +362,8 @@ def test_recipes_refuse_another_methods_settings_by_key(recipe, override, messag
 def test_each_shipped_recipe_builds_its_method(recipe, cls, modules):
     from mmcontrast.recipe import build_parts, load_recipe
 
-    loaded, raw = load_recipe(f"recipes/{recipe}.yaml", ["eval.train=null"])
-    method = build_parts(loaded, raw).method
+    loaded = load_recipe(f"recipes/{recipe}.yaml", ["eval.train=null"])
+    method = build_parts(loaded).method
     assert type(method) is cls and all(getattr(method, name) is not None for name in modules)
     copy.deepcopy(method)  # runs are checkpointed and may be copied: the EMA pairs survive
 
@@ -384,8 +384,8 @@ def test_simcse_recipe_trains_on_unique_sentences_and_exports_a_sentence_transfo
         "data.text.limit=40",
         "views.text.deletion=0.2",
     ]
-    recipe, raw = load_recipe("recipes/simcse_stsb.yaml", overrides)
-    parts = build_parts(recipe, raw)
+    recipe = load_recipe("recipes/simcse_stsb.yaml", overrides)
+    parts = build_parts(recipe)
     texts = [row["text"] for row in parts.dataset.rows]
     assert len(texts) == len(set(texts)) and 40 < len(texts) <= 80  # both columns, duplicates dropped
     assert parts.dataset[0]["views"] != parts.dataset[1]["views"] and isinstance(parts.dataset[0]["views"][0], str)
@@ -412,9 +412,9 @@ def test_simcse_recipe_trains_on_unique_sentences_and_exports_a_sentence_transfo
 def test_text_views_recipe_refuses_other_modalities_settings(tiny_bert_path, overrides, message):
     from mmcontrast.recipe import build_parts, load_recipe
 
-    recipe, raw = load_recipe("recipes/simcse_stsb.yaml", [f"model.text.name_or_path={tiny_bert_path}", *overrides])
+    recipe = load_recipe("recipes/simcse_stsb.yaml", [f"model.text.name_or_path={tiny_bert_path}", *overrides])
     with pytest.raises(ValueError, match=message):
-        build_parts(recipe, raw)
+        build_parts(recipe)
 
 
 def test_memory_bank_softmax_objective_is_the_exact_non_parametric_softmax():

@@ -65,8 +65,8 @@ def clip_folder(tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("clip")
     torch.manual_seed(0)
-    recipe, raw = load_recipe(RECIPE, [f"output_dir={run}", "data.limit=8", "eval.zero_shot=null"])
-    return export_transformers_clip(build_parts(recipe, raw).method, run / "model")
+    recipe = load_recipe(RECIPE, [f"output_dir={run}", "data.limit=8", "eval.zero_shot=null"])
+    return export_transformers_clip(build_parts(recipe).method, run / "model")
 
 
 def _zero_shot_report(capsys, model: Path, data: str, classes: list[str] | None) -> dict:
@@ -122,14 +122,14 @@ def test_cli_images_alone_use_classes_as_the_label_list(oracle, class_folder, ca
 @pytest.mark.parametrize("classes", [COUNTING_ORDER, SHUFFLED, None], ids=["counting", "shuffled", "none"])
 def test_recipe_eval_classes_match_by_name(class_folder, tmp_path, classes):
     overrides = [f"output_dir={tmp_path}", f"eval.zero_shot={class_folder}", f"eval.classes={classes or 'null'}"]
-    recipe, _ = load_recipe(RECIPE, overrides)
+    recipe = load_recipe(RECIPE, overrides)
     evaluator = _zero_shot(recipe)
     assert evaluator(OracleDualEncoder())["top1"] == 1.0
 
 
 def test_recipe_eval_classes_mismatch_names_both_lists(class_folder, tmp_path):
     overrides = [f"output_dir={tmp_path}", f"eval.zero_shot={class_folder}", f"eval.classes={COUNTING_ORDER[:3]}"]
-    recipe, _ = load_recipe(RECIPE, overrides)
+    recipe = load_recipe(RECIPE, overrides)
     with pytest.raises(ValueError, match=r"eval\.classes \['zero', 'one', 'two'\].*eval\.zero_shot") as raised:
         _zero_shot(recipe)
     assert str(sorted(DIGIT_NAMES)) in str(raised.value)

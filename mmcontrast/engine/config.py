@@ -25,6 +25,38 @@ from mmcontrast.typed_config import (
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop when an evaluation metric stops improving (`train.early_stopping:` section).
+
+    Attributes:
+        metric: the evaluation metric to watch, as logged (`sts/spearman_cosine`, `zero_shot/top1`...); null: off.
+            Needs `train.eval_steps` > 0 (the metric is measured at each evaluation).
+        patience: evaluations in a row without improvement before the run stops.
+        mode: `max` (higher is better) or `min`.
+        min_delta: an improvement smaller than this does not count.
+    """
+
+    metric: str | None = None
+    patience: PositiveInt = 3
+    mode: Literal["max", "min"] = "max"
+    min_delta: NonNegativeFloat = 0.0
+
+
+@dataclass
+class KeepBestConfig:
+    """Export the best model seen at an evaluation instead of the last one (`train.keep_best:` section).
+
+    Attributes:
+        metric: the evaluation metric that decides (as logged, e.g. `sts/spearman_cosine`); null: off (the last
+            step's model is exported). Needs `train.eval_steps` > 0.
+        mode: `max` (higher is better) or `min`.
+    """
+
+    metric: str | None = None
+    mode: Literal["max", "min"] = "max"
+
+
+@dataclass
 class TrainingConfig:
     """How to train (the ``train:`` section of a recipe).
 
@@ -54,7 +86,17 @@ class TrainingConfig:
         logging_steps: log loss, learning rate and throughput every N steps.
         num_workers: DataLoader worker processes.
         drop_last: drop the last incomplete batch of each epoch.
-        progress_bar: show a progress bar.
+        progress_bar: show a progress bar; without it, one line per logging interval goes to stderr.
+        group_by_length: batches of rows of similar token length (less padding, as the transformers Trainer's
+            `group_by_length`): rows are shuffled from the seed, sorted by length within windows of 50 batches, cut
+            into batches, and the batches drawn in a seeded random order. For text recipes (sbert); not with
+            in-batch negatives that need the no-duplicates rule.
+        gradient_checkpointing: recompute the towers' activations in the backward pass instead of keeping them
+            (less memory, about a third more compute); for transformers, timm and open_clip towers.
+        report_to: experiment trackers of Accelerate that receive the logs: `tensorboard` (default), `wandb`,
+            `mlflow`, `comet_ml`, `aim`, `clearml`, `dvclive`, ... (each needs its package installed); `[]`: none.
+        early_stopping: stop when an evaluation metric stops improving.
+        keep_best: export the best evaluated model instead of the last.
     """
 
     epochs: PositiveInt = 1
@@ -78,6 +120,11 @@ class TrainingConfig:
     num_workers: NonNegativeInt = 0
     drop_last: bool = False
     progress_bar: bool = True
+    group_by_length: bool = False
+    gradient_checkpointing: bool = False
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    keep_best: KeepBestConfig = field(default_factory=KeepBestConfig)
 
 
 def check_hardware(config: TrainingConfig, source: str = "train config") -> None:

@@ -5,7 +5,8 @@ A resumed run must replay the run it continues. Its fingerprint holds the method
 training rows, the number of processes and the mmcontrast version. Resuming with a difference refuses and names
 the keys. Safe to change on resume (:data:`RESUMABLE_TRAIN_KEYS`): `train.max_steps` / `train.epochs` (to extend
 or shorten a run; the learning-rate schedule follows the new total, warm-up stays as it was), the logging, saving
-and evaluation intervals, `train.save_total_limit`, `train.num_workers`, `train.progress_bar`; and the recipe's
+and evaluation intervals, `train.save_total_limit`, `train.num_workers`, `train.progress_bar`, `train.report_to`,
+`train.early_stopping`, `train.keep_best`, `train.gradient_checkpointing`; and the recipe's
 `eval`, `output_dir`, `resume_from`, `overwrite_output_dir` and `push_to_hub` sections.
 """
 
@@ -28,6 +29,10 @@ RESUMABLE_TRAIN_KEYS = frozenset(
         "eval_steps",
         "num_workers",
         "progress_bar",
+        "report_to",
+        "early_stopping",
+        "keep_best",
+        "gradient_checkpointing",
     }
 )
 RESUMABLE_RECIPE_KEYS = frozenset({"train", "eval", "output_dir", "resume_from", "overwrite_output_dir", "push_to_hub"})

@@ -3,8 +3,10 @@
 The loop knows the :class:`~mmcontrast.methods.base.Method` interface only: ``collate`` runs in the
 DataLoader, ``forward`` (= ``loss(embed(batch))``) gives a :class:`LossOutput`. It handles distribution and
 mixed precision (Accelerate), AdamW + a transformers schedule, gradient accumulation and clipping, cached large
-batches (GradCache, through the ``embed`` / ``loss`` split), a progress bar with loss and throughput,
-TensorBoard logging, periodic evaluation, atomic checkpoints and exact resume.
+batches (GradCache, through the ``embed`` / ``loss`` split), gradient checkpointing of the towers, a progress
+bar with loss and throughput (or one line per logging interval on stderr), Accelerate's experiment trackers
+(TensorBoard by default), periodic evaluation (also before training), callbacks (early stopping, keeping the best
+model: :mod:`mmcontrast.engine.callbacks`), atomic checkpoints and exact resume.
 
 Resume is exact: the data order of an epoch is a function of ``(seed, epoch)`` (the batch sampler), the
 RNG states, optimizer and scheduler come back from the checkpoint, and the loop skips the batches already
@@ -14,6 +16,9 @@ run's last step. The run folder is locked for the run's lifetime (:mod:`mmcontra
 
 Divergence is caught by the engine: non-finite embeddings, loss or gradients stop the run with the step and
 the learning rate, and a run whose weights end non-finite or exploded is refused before anything is exported.
+The hot loop does not make the host wait for the device: the logged loss is summed on the device and read at the
+logging interval, and on an accelerator the finiteness checks are read there too
+(:mod:`mmcontrast.engine.divergence`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,10 +37,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.tracking import GeneralTracker, get_available_trackers
 from accelerate.utils import (
     DistributedDataParallelKwargs,
     DistributedType,
+    LoggerType,
     ProjectConfiguration,
+    broadcast_object_list,
+    find_batch_size,
     send_to_device,
     set_seed,
 )
@@ -42,13 +52,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from mmcontrast.data.samplers import ShuffledBatchSampler
+from mmcontrast.engine.callbacks import EarlyStopping, KeepBest, TrainerCallback
 from mmcontrast.engine.checkpoints import CheckpointError, load_checkpoint, read_state, resolve_resume, save_checkpoint
 from mmcontrast.engine.config import TrainingConfig, check_hardware
+from mmcontrast.engine.divergence import DivergenceWatch
 from mmcontrast.engine.fingerprint import RESUMABLE_TRAIN_KEYS, differences, run_fingerprint
-from mmcontrast.engine.processes import use_cpu
+from mmcontrast.engine.processes import process_state, use_cpu
 from mmcontrast.engine.run_folder import RunFolder, prepare_run_folder
 from mmcontrast.methods.base import LossOutput, Method, NonFiniteError
-from mmcontrast.typed_config import check_ranges
+from mmcontrast.typed_config import ConfigError, check_ranges
 
 EXPLODED = 1e4  # a weight this large (and 100x its initial scale) means the run diverged
 
@@ -66,11 +79,13 @@ Evaluator = Callable[[Method], dict[str, float]]
 
 @dataclass
 class TrainingResult:
-    """What a run did: steps taken, the logged history, and the last evaluation."""
+    """What a run did: steps taken, the logged history, the last evaluation and, with `train.keep_best`, the step
+    whose model was kept (its metrics are then ``final_metrics``)."""
 
     global_step: int
     log_history: list[dict[str, Any]] = field(default_factory=list)
     final_metrics: dict[str, float] = field(default_factory=dict)
+    best_step: int | None = None
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -103,36 +118,50 @@ class Trainer:
         dataset: rows indexable by integer (a ``datasets.Dataset`` or a list); its ``set_epoch(epoch)``, if
             any, is called before each epoch (the DataLoader is rebuilt per epoch, so workers see it).
         batch_sampler: yields lists of row indices for this process and has ``set_epoch(epoch)``
-            (see :mod:`mmcontrast.data.samplers`).
-        config: training settings.
-        output_dir: run folder: ``checkpoints/``, ``logs/`` (TensorBoard), ``training_log.json``.
+            (see :mod:`mmcontrast.data.samplers`); default: rows shuffled by ``(seed, epoch)`` into batches of
+            ``config.batch_size``, sharded over the processes.
+        config: training settings (default: :class:`TrainingConfig`'s defaults); checked like a recipe's
+            `train:` section.
+        output_dir: run folder: ``checkpoints/``, ``logs/`` (trackers), ``training_log.json``.
         evaluators: name -> callable(method) -> metrics, run every ``eval_steps`` and at the end.
-        run_config: the recipe as a dict, stored with the TensorBoard run.
+        run_config: the recipe as a dict, stored with the tracked run.
         fingerprint: the recipe's keys that decide the trajectory (flat, see
             :func:`~mmcontrast.engine.fingerprint.recipe_fingerprint`); a resume with other values refuses.
         overwrite_output_dir: start afresh even when ``output_dir`` holds another run's checkpoints or model
             (they are deleted); without it such a folder is refused unless the run resumes.
+        callbacks: hooks into the loop (:class:`~mmcontrast.engine.callbacks.TrainerCallback`), after those that
+            `config.early_stopping` and `config.keep_best` switch on.
+        trackers: Accelerate tracker objects (``accelerate.tracking.GeneralTracker``) used beside
+            `config.report_to`.
+        evaluate_before_training: run the evaluators once before the first step (the baseline, logged at step 0).
     """
 
     def __init__(
         self,
         method: Method,
         dataset: Sequence[Any],
-        batch_sampler: Any,
-        config: TrainingConfig,
-        output_dir: str | Path,
+        batch_sampler: Any | None = None,
+        config: TrainingConfig | None = None,
+        output_dir: str | Path = "runs/run",
         evaluators: dict[str, Evaluator] | None = None,
         run_config: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
         overwrite_output_dir: bool = False,
+        callbacks: Sequence[TrainerCallback] = (),
+        trackers: Sequence[GeneralTracker] = (),
+        evaluate_before_training: bool = False,
     ) -> None:
+        config = config if config is not None else TrainingConfig()
         check_ranges(config, "train config", prefix="train.")  # the recipe path checked them already; Python did not
         check_hardware(config)
+        self.evaluators = evaluators or {}
+        self.callbacks = [*_configured_callbacks(config, bool(self.evaluators)), *callbacks]
+        self.evaluate_before_training = evaluate_before_training
+        self.should_stop = False
         self.config = config
         self.overwrite_output_dir = overwrite_output_dir
         self.output_dir = Path(output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
-        self.evaluators = evaluators or {}
         # Accelerate keeps precision settings in a process-wide singleton; a new run in the same Python
         # process (a notebook, a test) may ask for other settings, so start it afresh (the process group stays).
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -141,19 +170,21 @@ class Trainer:
             mixed_precision=config.mixed_precision,
             # towers may hold weights a method does not use (a text model's unused pooler, for one)
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-            log_with="tensorboard",
+            log_with=[*_tracker_names(config.report_to), *trackers] or None,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
             ),
         )
         set_seed(config.seed)
         self.dataset = dataset
-        self.batch_sampler = batch_sampler
+        self.batch_sampler = batch_sampler if batch_sampler is not None else _default_sampler(len(dataset), config)
+        if config.gradient_checkpointing:
+            _enable_gradient_checkpointing(method)
         self.collate = (
             _ChunkedCollate(method.collate, config.cache_chunk_size) if config.cache_chunk_size else method.collate
         )
         optimizer = _adamw(method, config)
-        self.steps_per_epoch = math.ceil(len(batch_sampler) / config.gradient_accumulation_steps)
+        self.steps_per_epoch = math.ceil(len(self.batch_sampler) / config.gradient_accumulation_steps)
         if self.steps_per_epoch == 0:
             raise ValueError("the training data gives no batch: add rows or lower train.batch_size")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -175,6 +206,8 @@ class Trainer:
         # the scheduler's state goes into trainer_state.json (not a pickle registered with Accelerate)
         self.accelerator.init_trackers("mmcontrast", config=_flat_scalars(run_config or {}))
         self.log_history: list[dict[str, Any]] = []
+        self.divergence = DivergenceWatch(self.accelerator.device)
+        self._rates: dict[int, float] = {}  # learning rate of each step since the last divergence check
 
     @property
     def method(self) -> Method:
@@ -194,16 +227,26 @@ class Trainer:
             generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
         )
 
-    def _evaluate(self, step: int) -> dict[str, float]:
+    def evaluate(self, step: int, notify: bool = True) -> dict[str, float]:
+        """Run the evaluators on the main process, log the metrics at ``step`` and return them on every process
+        (broadcast, so callbacks decide alike everywhere); ``notify=False`` leaves the log and callbacks alone."""
         metrics: dict[str, float] = {}
         if self.accelerator.is_main_process:
+            was_training = self.model.training
             for name, evaluator in self.evaluators.items():
                 for key, value in evaluator(self.method).items():
                     metrics[f"{name}/{key}"] = float(value)
-            if metrics:
+            self.model.train(was_training)  # evaluators may switch the method to eval mode
+            if metrics and notify:
                 self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
                 self.log_history.append({"step": step, **metrics})
-        self.accelerator.wait_for_everyone()
+        if self.accelerator.num_processes > 1:
+            shared = [metrics]
+            broadcast_object_list(shared, from_process=0)
+            metrics = shared[0]
+        if notify:
+            for callback in self.callbacks:
+                callback.on_evaluate(self, step, metrics)
         return metrics
 
     def _save(self, step: int) -> None:
@@ -217,6 +260,8 @@ class Trainer:
             "log_history": self.log_history,
         }
         save_checkpoint(self.accelerator, self.checkpoint_root, step, state, self.config.save_total_limit)
+        for callback in self.callbacks:
+            callback.on_save(self, step)
 
     def _resume(self, checkpoint: Path) -> int:
         """Check that ``checkpoint`` continues this run, restore it, and return its step."""
@@ -273,7 +318,7 @@ class Trainer:
         return torch.nn.utils.get_total_norm(gradients) if gradients else None
 
     def _diverged(self, step: int, what: str) -> TrainingDivergedError:
-        rate = self.scheduler.get_last_lr()[0]
+        rate = self._rates.get(step, self.scheduler.get_last_lr()[0])
         return TrainingDivergedError(
             f"training diverged at step {step} (learning rate {rate:.3g}): {what}. Lower train.lr (or raise "
             "train.warmup_ratio), check the data for degenerate rows, or use mixed_precision=bf16 instead of fp16"
@@ -302,14 +347,24 @@ class Trainer:
                 return self._cached_backward(batch, scale, step, sync_gradients)
             output = self.model(batch)
         except NonFiniteError as error:  # raised between embed and loss, before the loss core sees the input
+            self._check_divergence()  # an earlier step that went bad is the one to report
             raise self._diverged(step, str(error)) from error
         self._check_loss(output.loss, step)
         self.accelerator.backward(output.loss * scale)
         return output
 
     def _check_loss(self, loss: torch.Tensor, step: int) -> None:
-        if not torch.isfinite(loss):
-            raise self._diverged(step, f"the loss is {loss.item()}")
+        problem = self.divergence.check(loss, step, 0)
+        if problem:
+            raise self._diverged(step, problem)
+
+    def _check_divergence(self) -> None:
+        """Raise for the first non-finite loss or gradient norm the deferred checks saw (one device wait)."""
+        if self.divergence.deferred:
+            found = self.divergence.flush()
+            if found is not None:
+                raise self._diverged(*found)
+        self._rates.clear()
 
     def _cached_backward(self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool) -> LossOutput:
         """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad."""
@@ -365,7 +420,11 @@ class Trainer:
         accumulation = config.gradient_accumulation_steps
         window_loss, window_batches, window_rows, window_start = 0.0, 0, 0, time.perf_counter()
         self.model.train()
-        while step < self.total_steps:
+        for callback in self.callbacks:
+            callback.on_train_begin(self, step)
+        if self.evaluate_before_training and not any(r["step"] == step and "loss" not in r for r in self.log_history):
+            self.evaluate(step)  # the baseline (once: a resumed run that already has it does not repeat it)
+        while step < self.total_steps and not self.should_stop:
             epoch = step // self.steps_per_epoch
             loader = self._batches(epoch, skip=(step - epoch * self.steps_per_epoch) * accumulation)
             last = len(loader)
@@ -375,14 +434,15 @@ class Trainer:
                 sync = contextlib.nullcontext() if boundary else accelerator.no_sync(self.model)
                 with sync:
                     output = self.backward(batch, 1.0 / accumulation, step + 1, sync_gradients=boundary)
-                window_loss += output.loss.detach().float().item()
+                window_loss = window_loss + output.loss.detach().float()  # on the device: no wait
                 window_batches += 1
                 window_rows += _rows(batch)
                 if not boundary:
                     continue
                 norm = self._gradient_norm(accelerator, config)
-                if norm is not None and not torch.isfinite(norm):
-                    raise self._diverged(step + 1, f"the gradient norm is {float(norm)}")
+                if norm is not None and (problem := self.divergence.check(norm, step + 1, 1)):
+                    raise self._diverged(step + 1, problem)
+                self._rates[step + 1] = self.scheduler.get_last_lr()[0]
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -391,7 +451,8 @@ class Trainer:
                 progress.update(1)
                 if step % config.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
-                    loss = accelerator.reduce(torch.tensor(window_loss / window_batches, device=accelerator.device))
+                    self._check_divergence()
+                    loss = accelerator.reduce(torch.as_tensor(window_loss / window_batches, device=accelerator.device))
                     record = {
                         "step": step,
                         "epoch": epoch,
@@ -403,22 +464,30 @@ class Trainer:
                     self.log_history.append(record)
                     accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)
                     progress.set_postfix(loss=f"{record['loss']:.4f}", rows_s=f"{record['rows_per_second']:.1f}")
+                    if progress.disable and accelerator.is_local_main_process:  # no bar: one line per interval
+                        print(_progress_line(record, self.total_steps), file=sys.stderr, flush=True)
+                    for callback in self.callbacks:
+                        callback.on_log(self, record)
                     window_loss, window_batches, window_rows, window_start = 0.0, 0, 0, time.perf_counter()
                 if config.eval_steps and step % config.eval_steps == 0 and step < self.total_steps:
-                    self._evaluate(step)
-                    self.model.train()
+                    self.evaluate(step)
                 if config.save_steps and step % config.save_steps == 0:
+                    self._check_divergence()  # never a checkpoint of a diverged run
                     self._save(step)
-                if step >= self.total_steps:
+                if step >= self.total_steps or self.should_stop:
                     break
         progress.close()
-        final = self._evaluate(step)
+        self._check_divergence()
+        final = self.evaluate(step)
+        result = TrainingResult(step, self.log_history, final)
+        for callback in self.callbacks:
+            callback.on_train_end(self, result)
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "training_log.json").write_text(json.dumps(self.log_history, indent=1))
         for tracker in accelerator.trackers:  # not end_training(): it would take down the process group
             tracker.finish()
-        return TrainingResult(step, self.log_history, final)
+        return result
 
 
 class _ChunkedCollate:
@@ -430,6 +499,78 @@ class _ChunkedCollate:
     def __call__(self, rows: list[Any]) -> dict[str, Any]:
         chunks = [self.collate(rows[i : i + self.chunk_size]) for i in range(0, len(rows), self.chunk_size)]
         return {"batch": self.collate(rows), "chunks": chunks}
+
+
+def _configured_callbacks(config: TrainingConfig, has_evaluators: bool) -> list[TrainerCallback]:
+    """The callbacks `train.early_stopping` and `train.keep_best` switch on (both watch evaluations)."""
+    stopping, best = config.early_stopping, config.keep_best
+    for key, section in (("early_stopping", stopping), ("keep_best", best)):
+        if section.metric is not None and not (config.eval_steps and has_evaluators):
+            raise ConfigError(
+                f"key 'train.{key}.metric' is set, but the run evaluates only at the end: set train.eval_steps > 0 "
+                "and an evaluation (the recipe's eval section) to measure it during training"
+            )
+    callbacks: list[TrainerCallback] = []
+    if stopping.metric is not None:
+        callbacks.append(EarlyStopping(stopping.metric, stopping.patience, stopping.mode, stopping.min_delta))
+    if best.metric is not None:
+        callbacks.append(KeepBest(best.metric, best.mode))
+    return callbacks
+
+
+def _tracker_names(names: Sequence[str]) -> list[str]:
+    """`train.report_to`, checked: each a tracker Accelerate knows, with its package installed (Accelerate itself
+    would drop a missing one silently)."""
+    known = [str(kind.value) for kind in LoggerType if kind != LoggerType.ALL]
+    available = {str(kind.value) for kind in get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"key 'train.report_to' holds {name!r}; Accelerate's trackers are: {', '.join(known)}")
+        if name not in available:
+            raise ConfigError(
+                f"key 'train.report_to' asks for {name!r}, whose package is not installed: pip install {name} "
+                "(or leave it out of train.report_to)"
+            )
+    return list(dict.fromkeys(names))
+
+
+def _default_sampler(num_rows: int, config: TrainingConfig) -> ShuffledBatchSampler:
+    """Rows shuffled by ``(seed, epoch)`` into batches of ``batch_size``, sharded over the processes."""
+    state = process_state()
+    return ShuffledBatchSampler(
+        num_rows,
+        config.batch_size,
+        seed=config.seed,
+        drop_last=config.drop_last,
+        num_replicas=state.num_processes,
+        rank=state.process_index,
+    )
+
+
+def _enable_gradient_checkpointing(method: Method) -> None:
+    """Switch on activation checkpointing in every tower that offers it: transformers models
+    (``activation_checkpointing_enable``, non-reentrant), timm and open_clip models (``set_grad_checkpointing``)."""
+    switched = []
+    for name, module in method.named_modules():
+        if getattr(module, "supports_gradient_checkpointing", False):
+            module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            switched.append(name)
+        elif hasattr(module, "set_grad_checkpointing") and not any(name.startswith(f"{s}.") for s in switched):
+            module.set_grad_checkpointing(True)
+            switched.append(name)
+    if not switched:
+        raise ConfigError(
+            f"key 'train.gradient_checkpointing' is true, but no tower of {type(method).__name__} supports it "
+            "(transformers, timm and open_clip towers do): set it to false"
+        )
+
+
+def _progress_line(record: dict[str, Any], total_steps: int) -> str:
+    """``step 20/100 | loss 0.4312 | lr 1.8e-05 | 123.4 rows/s``: the progress bar's news, as one log line."""
+    return (
+        f"step {record['step']}/{total_steps} | epoch {record['epoch']} | loss {record['loss']:.4f} | "
+        f"lr {record['lr']:.3g} | {record['rows_per_second']:.1f} rows/s"
+    )
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -448,8 +589,7 @@ def _rows(batch: dict[str, Any]) -> int:
         return _rows(batch["batch"])
     if "num_rows" in batch:
         return int(batch["num_rows"])
-    first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
-    return int(first.shape[0])
+    return int(find_batch_size(batch))  # the first tensor's rows, however deep the batch nests its tensors
 
 
 def _flat_scalars(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

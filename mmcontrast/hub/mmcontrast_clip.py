@@ -6,7 +6,8 @@ The folder holds ``model.safetensors`` (the whole method's state dict) and ``con
 (``modalities``: the towers, e.g. ``["image", "text"]`` or ``["audio", "text"]``; older folders lack it: image-text).
 Loading rebuilds the untrained method from that recipe, then reads every weight from the safetensors file
 (strictly): nothing is unpickled or run from the folder; a pretrained tower's ``name_or_path`` in the recipe must
-be reachable.
+be reachable (a local path is stored relative to the run folder, the model folder's parent: see
+:mod:`mmcontrast.hub.portable_paths`).
 
 Rebuilding from a recipe is the recipe layer's job, and the hub sits below it (imports point down): each recipe
 module registers its builder here (:func:`register_method_builder`, keyed by the recipe's ``method``: ``clip``,
@@ -23,6 +24,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from mmcontrast.hub.portable_paths import resolve_portable_paths
 from mmcontrast.methods.two_tower import TwoTower
 
 MMCONTRAST_CLIP_FORMAT = "mmcontrast-clip"
@@ -76,6 +78,6 @@ def load_mmcontrast_clip(directory: str | Path, build: MethodBuilder | None = No
                 "mmcontrast.recipe first (it registers every recipe's builder), or pass build="
             )
         build = _BUILDERS[name]
-    method = build(recipe, source)
+    method = build(resolve_portable_paths(recipe, directory.resolve().parent), source)
     method.load_state_dict(load_file(directory / "model.safetensors"))
     return method.eval()

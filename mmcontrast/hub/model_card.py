@@ -2,7 +2,9 @@
 
 The YAML header carries library, pipeline tag, tags, base model, datasets and the evaluation results as
 model-index entries (which the Hub and ``ModelCard.load`` parse back); the body has a usage snippet for the
-library that loads the folder, the evaluation table, and the recipe that produced the model.
+library that loads the folder, the evaluation table, and the recipe that produced the model. Local paths in the
+description and the recipe are relative to the run folder (:mod:`mmcontrast.hub.portable_paths`); the usage snippet
+names the local folder until ``mmcontrast push`` replaces it with the repo id.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+from mmcontrast.hub.portable_paths import portable_text
 
 _DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow")
 
@@ -100,7 +104,7 @@ def write_model_card(directory: str | Path, info: CardInfo) -> Path:
         data,
         template_str=_TEMPLATE,
         title=info.title,
-        description=info.description,
+        description=portable_text(info.description, Path(directory).resolve().parent),  # in its run folder
         usage=info.usage,
         results_table="\n".join(rows) if info.results else "No evaluation was run.",
         recipe=info.recipe.strip(),

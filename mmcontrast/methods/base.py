@@ -18,9 +18,12 @@ class NonFiniteError(FloatingPointError):
 
 
 def check_finite_embeddings(embeddings: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteError` naming the embedding and its first bad row if any value is NaN or Inf."""
+    """Raise :class:`NonFiniteError` naming the embedding and its first bad row if any value is NaN or Inf.
+
+    Only CPU tensors are checked: on an accelerator the check would make the host wait for the device at every
+    step; there non-finite embeddings show up in the loss, which the engine watches without waiting."""
     for key, value in embeddings.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type == "cpu":
             bad = ~torch.isfinite(value.detach())
             if bad.any():
                 row = int(bad.reshape(value.shape[0], -1).any(dim=1).nonzero()[0])

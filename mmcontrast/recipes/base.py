@@ -1,16 +1,24 @@
-"""What every recipe shares: the common keys, the parts a recipe builds, and the batch sampler choice."""
+"""What every recipe shares: the common keys, the parts a recipe builds, the batch sampler choice, and the
+effective recipe that runs write into model cards, model configs and trackers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmcontrast.data.samplers import GroupedBatchSampler, NoDuplicatesBatchSampler, ShuffledBatchSampler
+from mmcontrast.data.samplers import (
+    GroupedBatchSampler,
+    LengthGroupedBatchSampler,
+    NoDuplicatesBatchSampler,
+    ShuffledBatchSampler,
+)
 from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
+from mmcontrast.hub.portable_paths import portable_paths
 from mmcontrast.methods.base import Method
+from mmcontrast.typed_config import ConfigError
 
 
 @dataclass
@@ -35,6 +43,18 @@ class PushConfig:
     create_pr: bool = False
     commit_message: str | None = None
     overwrite: bool = False
+
+
+@dataclass
+class EvalSchedule:
+    """When a recipe's `eval:` section runs, beside `train.eval_steps` and the end of the run.
+
+    Attributes:
+        before_training: evaluate once before the first step: the baseline the trained model is compared with,
+            logged at step 0 (in `training_log.json`, the trackers and the training curve).
+    """
+
+    before_training: bool = False
 
 
 @dataclass
@@ -93,9 +113,25 @@ def _sharding(train: TrainingConfig) -> dict[str, Any]:
 
 
 def batch_sampler(
-    train: TrainingConfig, num_rows: int, keys: Sequence[Sequence[Any]] | None = None
+    train: TrainingConfig,
+    num_rows: int,
+    keys: Sequence[Sequence[Any]] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> ShuffledBatchSampler:
-    """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch."""
+    """Seeded batch sampler sharded over the processes; with ``keys``, no repeated key within a batch; with
+    `train.group_by_length`, batches of rows of similar ``lengths`` (which the recipe must then give)."""
+    if train.group_by_length:
+        if lengths is None:
+            raise ConfigError(
+                "key 'train.group_by_length' is true, but this recipe's rows have no text length to group by "
+                "(it groups the texts of the sbert recipe): set it to false"
+            )
+        if keys is not None:
+            raise ConfigError(
+                "key 'train.group_by_length' is true together with the no-duplicates rule of in-batch negatives "
+                "(data.no_duplicates, on by default for info_nce), which it cannot honour yet: set one of them false"
+            )
+        return LengthGroupedBatchSampler(lengths, train.batch_size, **_sharding(train))
     if keys is not None:
         return NoDuplicatesBatchSampler(keys, train.batch_size, **_sharding(train))
     return ShuffledBatchSampler(num_rows, train.batch_size, **_sharding(train))
@@ -103,6 +139,8 @@ def batch_sampler(
 
 def grouped_batch_sampler(train: TrainingConfig, groups: Sequence[Any]) -> GroupedBatchSampler:
     """Seeded batch sampler sharded over the processes whose batches each hold rows of one group (a speaker)."""
+    if train.group_by_length:
+        raise ConfigError("key 'train.group_by_length' is true, but this recipe batches rows by speaker: set it false")
     return GroupedBatchSampler(groups, train.batch_size, **_sharding(train))
 
 
@@ -115,3 +153,11 @@ def transformers_config(options: dict[str, Any], key: str) -> Any:
     if model_type is None:
         raise ValueError(f"{key} needs a model_type (e.g. clip_vision_model, clip_text_model, vit, bert)")
     return AutoConfig.for_model(model_type, **options)
+
+
+def effective_recipe(recipe: RecipeBase) -> dict[str, Any]:
+    """The recipe a run trains: every key with its value after overrides and defaults, local paths relative to
+    the run folder (:func:`~mmcontrast.hub.portable_paths.portable_paths`). What model cards, model configs and
+    trackers record."""
+    run_dir = Path(recipe.output_dir)
+    return portable_paths({key: value for key, value in asdict(recipe).items() if key != "output_dir"}, run_dir)

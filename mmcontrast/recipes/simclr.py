@@ -32,7 +32,7 @@ from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.views import ViewsMethod
 from mmcontrast.modalities.audio import AudioEncoder
 from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
+from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
 from mmcontrast.recipes.cpc import SpeechDataConfig
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 from mmcontrast.recipes.sbert import TextModelConfig
@@ -226,7 +226,7 @@ class ImageDataConfig:
 
 
 @dataclass
-class ProbeEvalConfig:
+class ProbeEvalConfig(EvalSchedule):
     """kNN and linear probes on frozen backbone features (`eval:` section).
 
     Attributes:

@@ -21,7 +21,7 @@ from mmcontrast.evaluation.video_views import (
 )
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.time_contrastive import TimeContrastive
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.video_data import VideoAugmentConfig, VideoDataConfig
 from mmcontrast.recipes.video_tower import VideoTowerConfig, build_video_tower
 from mmcontrast.typed_config import NonNegativeFloat, PositiveFloat, PositiveInt, Seed
@@ -96,7 +96,7 @@ class FrameWindowsConfig:
 
 
 @dataclass
-class VideoViewsEvalConfig:
+class VideoViewsEvalConfig(EvalSchedule):
     """Held-out views to score the encoder on (`eval:` section): alignment error, Kendall's tau, clip retrieval.
 
     Attributes:
