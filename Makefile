@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test test-all bench lint format docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/video_decode.py
 	$(BIN)/python benchmarks/ssl_digits.py
 	$(BIN)/python benchmarks/simcse_stsb.py
+	$(BIN)/python benchmarks/matryoshka_stsb.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -65,10 +65,8 @@ def clip_folder(tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("clip")
     torch.manual_seed(0)
-    recipe, raw = load_recipe(
-        RECIPES / "clip_digits.yaml", [f"output_dir={run}", "data.limit=8", "eval.zero_shot=null"]
-    )
-    return export_transformers_clip(build_parts(recipe, raw).method, run / "model")
+    recipe = load_recipe(RECIPES / "clip_digits.yaml", [f"output_dir={run}", "data.limit=8", "eval.zero_shot=null"])
+    return export_transformers_clip(build_parts(recipe).method, run / "model")
 
 
 # ---- finding 8: YAML errors and a hub model that is not there offline ------------------------------------------
@@ -222,11 +220,12 @@ def test_own_pairs_command_runs_anywhere_and_evaluates_nothing_unnamed(
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_evaluate_only_on_their_training_data(path):
-    recipe, _ = load_recipe(path)
+    recipe = load_recipe(path)
     evaluation = getattr(recipe, "eval", None)  # a recipe with no eval section (cpc) evaluates on nothing
     sources = [getattr(evaluation, key, None) for key in ("sts", "retrieval", "zero_shot", "train")]
     text = getattr(recipe.data, "text", None)  # a views recipe on text trains on data.text
-    train = text.train if text is not None else recipe.data.train
+    datasets = list((getattr(recipe.data, "datasets", None) or {}).values())  # a multi-dataset recipe's sources
+    train = text.train if text is not None else recipe.data.train or (datasets[0].train if datasets else "")
     for source in filter(None, sources):
         if source is True or source == "held_out":  # clap: the held-out takes of data.train itself
             continue

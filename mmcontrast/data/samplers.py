@@ -9,12 +9,16 @@ dropped so that every rank holds the same number of rows (exact cross-process ne
 The no-duplicates sampler builds an epoch's batches once, in time linear in the rows. When repeated texts force
 batches smaller than asked it warns with the numbers, and it refuses data so repetitive that a batch would hold a
 single row (no in-batch negative).
+
+For training on several datasets at once, :class:`MultiSourceBatchSampler` combines one sampler per dataset and
+draws every batch from a single dataset (round robin or in proportion to their sizes), by the same rules.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Iterator, Sequence
+from typing import Literal
 
 import torch
 from torch.utils.data import Sampler
@@ -94,6 +98,57 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         size = self.batch_size * self.num_replicas
         return self.num_rows // size if self.drop_last else -(-self.num_rows // size)
+
+
+class LengthGroupedBatchSampler(ShuffledBatchSampler):
+    """Shuffled batches of rows of similar length, reproducible from ``(seed, epoch)``.
+
+    Rows are shuffled as :class:`ShuffledBatchSampler` shuffles them, then taken in windows of ``window_batches``
+    global batches; each window is sorted by length (longest first) and cut into global batches, so the rows of a
+    batch (and of each process's slice of it) have similar lengths and need little padding. The batches are then
+    drawn in a seeded random order, except that the longest batch of the epoch comes first (a batch too large for
+    the device fails at the first step, not late in the epoch), as transformers' ``LengthGroupedSampler`` does,
+    and an incomplete last batch stays last (or is dropped with ``drop_last``).
+
+    Args:
+        lengths: a length per row (e.g. its token count).
+        batch_size, seed, drop_last, num_replicas, rank: as :class:`ShuffledBatchSampler`.
+        window_batches: global batches per sorted window (transformers uses 50).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+        window_batches: int = 50,
+    ) -> None:
+        super().__init__(len(lengths), batch_size, seed=seed, drop_last=drop_last, num_replicas=num_replicas, rank=rank)
+        if window_batches < 1:
+            raise ValueError(f"window_batches must be >= 1, got {window_batches}")
+        self.lengths = list(lengths)
+        self.window_batches = window_batches
+
+    def global_batches(self) -> list[list[int]]:
+        order = self._order()
+        size = self.batch_size * self.num_replicas
+        window = size * self.window_batches
+        batches = []
+        for start in range(0, len(order), window):
+            rows = sorted(order[start : start + window], key=lambda row: -self.lengths[row])  # stable: ties keep order
+            batches += [rows[i : i + size] for i in range(0, len(rows), size)]
+        partial = [batches.pop()] if batches and len(batches[-1]) < size else []
+        if not batches:
+            return [] if self.drop_last else partial
+        longest = max(range(len(batches)), key=lambda i: self.lengths[batches[i][0]])
+        rest = [batch for i, batch in enumerate(batches) if i != longest]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch + 1)  # not the row shuffle's stream
+        shuffled = [rest[i] for i in torch.randperm(len(rest), generator=generator).tolist()]
+        return [batches[longest], *shuffled, *([] if self.drop_last else partial)]  # an incomplete batch last
 
 
 class NoDuplicatesBatchSampler(ShuffledBatchSampler):
@@ -322,3 +377,80 @@ class GroupedBatchSampler(ShuffledBatchSampler):
         if self.drop_last:
             return sum(len(rows) // size for rows in self.members)
         return sum(-(-len(rows) // size) for rows in self.members)
+
+
+MultiSourceStrategy = Literal["round_robin", "proportional"]
+
+
+class MultiSourceBatchSampler(Sampler[list[int]]):
+    """Batches over several datasets concatenated into one, each batch drawn from a single source.
+
+    Every source has its own batch sampler over its own rows (``0 .. n_i - 1``, any sampler of this module, with
+    its own batch size and no-duplicates rule); a batch of source ``i`` is shifted by ``offsets[i]`` into the
+    concatenated dataset. Keeping each batch in one source keeps in-batch negatives within one dataset and lets
+    each source have its own columns and loss (sentence-transformers' multi-dataset training). Which source gives
+    each step is decided as sentence-transformers does:
+
+    - ``round_robin``: the sources in turn (0, 1, ..., 0, 1, ...), stopping at the first source that has no batch
+      left, so every source gives about as many batches as the smallest one;
+    - ``proportional``: every batch of every source once per epoch, in an order shuffled from ``(seed, epoch)``,
+      so each step's source is drawn in proportion to the source's number of batches.
+
+    The order depends only on ``(seed, epoch)`` and on the sources' numbers of batches, which every process
+    shares, so all processes take the same source at each step; each source's sampler gives this process its
+    shard of the source's global batch (build them with the same ``num_replicas`` and this ``rank``).
+
+    Args:
+        samplers: one batch sampler per source, each over that source's rows.
+        offsets: the index of each source's first row in the concatenated dataset.
+        strategy: ``round_robin`` or ``proportional``.
+        seed: base seed of the proportional order.
+    """
+
+    def __init__(
+        self,
+        samplers: Sequence[ShuffledBatchSampler],
+        offsets: Sequence[int],
+        strategy: MultiSourceStrategy = "round_robin",
+        seed: int = 0,
+    ) -> None:
+        if not samplers:
+            raise ValueError("MultiSourceBatchSampler needs at least one source sampler")
+        if len(offsets) != len(samplers):
+            raise ValueError(f"{len(offsets)} offsets for {len(samplers)} samplers; give one offset per source")
+        if strategy not in ("round_robin", "proportional"):
+            raise ValueError(f"strategy must be 'round_robin' or 'proportional', got {strategy!r}")
+        self.samplers = list(samplers)
+        self.offsets = list(offsets)
+        self.strategy = strategy
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches ``__iter__`` yields (every source's sampler too)."""
+        self.epoch = epoch
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def source_order(self) -> list[int]:
+        """The source of each step of this epoch."""
+        counts = [len(sampler) for sampler in self.samplers]
+        if self.strategy == "round_robin":
+            rounds = min(counts)
+            first_empty = counts.index(rounds)
+            return list(range(len(counts))) * rounds + list(range(first_empty))
+        order = torch.tensor([source for source, count in enumerate(counts) for _ in range(count)], dtype=torch.long)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return order[torch.randperm(len(order), generator=generator)].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = [iter(sampler) for sampler in self.samplers]
+        for source in self.source_order():
+            offset = self.offsets[source]
+            yield [offset + row for row in next(batches[source])]
+
+    def __len__(self) -> int:
+        counts = [len(sampler) for sampler in self.samplers]
+        if self.strategy == "round_robin":
+            return len(counts) * min(counts) + counts.index(min(counts))
+        return sum(counts)

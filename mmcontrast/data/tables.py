@@ -1,7 +1,8 @@
 """Load tabular training and evaluation data into a ``datasets.Dataset`` and check its text and score columns.
 
 Sources: csv / tsv (with a header row), json (a list of records, or one record per line) / jsonl, parquet, a folder
-that ``datasets`` understands, a hub dataset name, or the STS Benchmark's own headerless TSV layout (``format: stsb``).
+that ``datasets`` understands, a hub dataset name (a subset and split of either), or the STS Benchmark's own
+headerless TSV layout (``format: stsb``).
 
 Local csv / tsv / json / jsonl files are read here rather than by ``datasets``, so that every error names the file,
 the line (counted from 1, as a text editor counts) and what to do. A table read from a local file keeps the line of
@@ -309,25 +310,54 @@ def _root_cause(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _load_dataset(source: str, path: Path, format: str, split: str) -> datasets.Dataset:
+def _load_dataset(source: str, path: Path, format: str, split: str, subset: str | None, key: str) -> datasets.Dataset:
     """A parquet file, a folder or a hub dataset, read by ``datasets``; its errors re-raised naming the source."""
     if format == "parquet":
         what, advice = f"parquet file '{source}'", "check that it is a complete parquet file"
     else:
-        what = f"dataset '{source}' (split '{split}')"
+        chosen = f"subset '{subset}', split '{split}'" if subset else f"split '{split}'"
+        what = f"dataset '{source}' ({chosen})"
         advice = "check the folder or hub name and the split; offline, only datasets already in the cache load"
     try:
         if format == "parquet":
             table = datasets.load_dataset("parquet", data_files=str(path), split="train")
         else:
-            table = datasets.load_dataset(source, split=split)
+            # datasets keys its cache of a local folder by the folder's layout, not its files' contents: a changed
+            # file would be read from the stale cache (datasets 5.2), so a local folder is read afresh each time
+            fresh = "force_redownload" if path.is_dir() else None
+            table = datasets.load_dataset(source, name=subset, split=split, download_mode=fresh)
     except FileNotFoundError as error:  # datasets' DatasetNotFoundError too
         raise FileNotFoundError(f"{what} not found: {_root_cause(error)}; {advice}") from error
     except (DatasetGenerationError, ValueError, OSError) as error:
+        choice = _choice_problem(source, subset, split, key) if format != "parquet" else None
+        if choice:
+            raise ValueError(f"{what}: {choice}") from error
         raise ValueError(f"{what} could not be read: {_root_cause(error)}; {advice}") from error
     if len(table) == 0:
         raise ValueError(f"{what} has no rows")
     return table
+
+
+def _choice_problem(source: str, subset: str | None, split: str, key: str) -> str | None:
+    """Why ``subset`` / ``split`` of a dataset folder or hub name was refused, listing the ones it has (``None``
+    when the subsets and splits cannot be listed, or the ones asked for exist)."""
+    try:
+        subsets = datasets.get_dataset_config_names(source)
+    except Exception:  # the listing only makes a better message; the caller reports the first error
+        return None
+    named = [name for name in subsets if name != "default"]
+    if subset is None and len(named) > 1:
+        return f"it has several subsets ({', '.join(named)}): choose one with {key}.subset"
+    if subset is not None and subset not in subsets:
+        listed = f"its subsets are {', '.join(named)}" if named else "it has no named subsets"
+        return f"no subset '{subset}'; {listed}: set {key}.subset to one of them" + ("" if named else " or to null")
+    try:
+        splits = datasets.get_dataset_split_names(source, subset)
+    except Exception:  # as above
+        return None
+    if split not in splits:
+        return f"no split '{split}'; its splits are {', '.join(splits)}: set {key}.split to one of them"
+    return None
 
 
 def _select(table: datasets.Dataset, rows: Sequence[int]) -> datasets.Dataset:
@@ -364,11 +394,18 @@ def load_table(
     *,
     format: TableFormat = "auto",
     split: str = "train",
+    subset: str | None = None,
     limit: int | None = None,
     min_score: float | None = None,
     score_column: str = "score",
+    key: str = "data",
 ) -> datasets.Dataset:
     """Load ``source`` as a ``datasets.Dataset``.
+
+    ``subset`` and ``split`` choose the part of a folder or hub dataset to read (``datasets.load_dataset(source,
+    name=subset, split=split)``; a subset is what the hub calls a dataset's configuration, such as the ``pair`` and
+    ``triplet`` subsets of ``sentence-transformers/all-nli``). A subset or split the dataset does not have is an
+    error listing the ones it has and naming ``KEY.subset`` / ``KEY.split``; they are ignored for single files.
 
     In a local csv / tsv file an empty cell is a missing value, and a column whose cells are all numbers holds
     numbers. ``min_score`` keeps rows whose ``score_column`` is at least that (rows without a score are left out);
@@ -396,7 +433,7 @@ def load_table(
     elif format in ("csv", "tsv", "json"):
         table = _local_table(path, format)
     else:
-        table = _load_dataset(str(source), path, format, split)
+        table = _load_dataset(str(source), path, format, split, subset, key)
     if min_score is not None:
         table = _scoring_at_least(table, min_score, score_column, source)
     if limit is not None:

@@ -6,7 +6,8 @@ under autocast, and takes embeddings, never a model. The softmax and sigmoid los
 ``chunk_size`` (tiled evaluation, :mod:`~mmcontrast.losses.tiled`). :class:`MemoryQueue` and
 :class:`EMA` hold the state of momentum methods (MoCo, BYOL). :func:`time_masks` and
 :func:`label_masks` build explicit positive / negative masks (Time-Contrastive Networks) for
-:func:`triplet_margin_loss` and :func:`multi_positive_info_nce`. See ``docs/losses.md`` for the
+:func:`triplet_margin_loss` and :func:`multi_positive_info_nce`. :func:`matryoshka_loss` wraps any of them to
+train nested embedding prefixes. See ``docs/losses.md`` for the
 formulas and ``docs/scaling.md`` for large batches.
 """
 
@@ -29,6 +30,7 @@ from mmcontrast.losses.ema import EMA, MomentumSchedule, cosine_momentum
 from mmcontrast.losses.hypersphere import HypersphereLoss, alignment, hypersphere_loss, uniformity
 from mmcontrast.losses.info_nce import InfoNCELoss, LogitScale, info_nce
 from mmcontrast.losses.lifted import LiftedStructureLoss, lifted_structure_loss
+from mmcontrast.losses.matryoshka import MatryoshkaLoss, check_matryoshka_dims, matryoshka_loss, truncate
 from mmcontrast.losses.mochi import MochiInfoNCELoss, MochiMixing, mochi_info_nce, mochi_negatives, sample_mochi_mixing
 from mmcontrast.losses.multi_positive import MultiPositiveInfoNCELoss, multi_positive_info_nce
 from mmcontrast.losses.nce import BinaryNCELoss, MemoryBank, binary_nce, estimate_normaliser
@@ -73,6 +75,7 @@ __all__ = [
     "InfoNCELoss",
     "LiftedStructureLoss",
     "LogitScale",
+    "MatryoshkaLoss",
     "MemoryBank",
     "MemoryQueue",
     "MochiInfoNCELoss",
@@ -92,6 +95,7 @@ __all__ = [
     "barlow_twins",
     "binary_nce",
     "candidate_info_nce",
+    "check_matryoshka_dims",
     "cosent_loss",
     "cosine_momentum",
     "cosine_similarity_loss",
@@ -104,6 +108,7 @@ __all__ = [
     "info_nce",
     "label_masks",
     "lifted_structure_loss",
+    "matryoshka_loss",
     "mochi_info_nce",
     "mochi_negatives",
     "multi_positive_info_nce",
@@ -118,6 +123,7 @@ __all__ = [
     "supcon",
     "time_masks",
     "triplet_margin_loss",
+    "truncate",
     "uniformity",
     "vicreg",
 ]

@@ -52,6 +52,11 @@ def _read_sentence_transformers_folder(path: Path) -> dict:
                 f"{path}/modules.json: module type '{module['type']}' is not supported by the text adapter "
                 "(supported: Transformer, Pooling, Normalize)"
             )
+    config_path = path / "config_sentence_transformers.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        found["prompts"] = dict(config.get("prompts") or {})
+        found["default_prompt_name"] = config.get("default_prompt_name")
     return found
 
 
@@ -100,6 +105,10 @@ class TextEncoder(nn.Module):
             token) or ``"pooler"`` (the model's own ``pooler_output``: CLIP's end-of-text token, BERT's pooler).
         normalize: L2-normalise the pooled embedding.
         max_length: tokens kept per text (longer texts are truncated).
+        prompts: prompt name -> text prepended to the texts encoded under that name (``{"query": "query: "}``);
+            stored in, and read from, a sentence-transformers folder, where ``encode(..., prompt_name=...)`` uses
+            them.
+        default_prompt_name: the prompt sentence-transformers applies when ``encode`` is given none.
     """
 
     def __init__(
@@ -109,6 +118,8 @@ class TextEncoder(nn.Module):
         pooling: Pooling = "mean",
         normalize: bool = False,
         max_length: int = 256,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -118,6 +129,8 @@ class TextEncoder(nn.Module):
         self.pooling = pooling
         self.normalize = normalize
         self.max_length = max_length
+        self.prompts = dict(prompts or {})
+        self.default_prompt_name = default_prompt_name
 
     @classmethod
     def from_pretrained(
@@ -159,6 +172,8 @@ class TextEncoder(nn.Module):
             pooling=pooling or settings.get("pooling", "mean"),
             normalize=settings.get("normalize", False) if normalize is None else normalize,
             max_length=max_length,
+            prompts=settings.get("prompts"),
+            default_prompt_name=settings.get("default_prompt_name"),
         )
 
     @property
@@ -170,6 +185,16 @@ class TextEncoder(nn.Module):
         return dict(
             self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         )
+
+    def token_lengths(self, texts: Sequence[str], batch_size: int = 1024) -> list[int]:
+        """The number of tokens each text takes in :meth:`preprocess` (special tokens included, after
+        truncation), without building tensors."""
+        lengths: list[int] = []
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            ids = self.tokenizer(batch, truncation=True, max_length=self.max_length)["input_ids"]
+            lengths += [len(row) for row in ids]
+        return lengths
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed tokenised texts: [B, L] token ids -> [B, d] pooled embeddings."""
@@ -210,7 +235,7 @@ class TextEncoder(nn.Module):
         return result
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write a sentence-transformers folder (transformer, tokenizer, pooling, normalisation)."""
+        """Write a sentence-transformers folder (transformer, tokenizer, pooling, normalisation, prompts)."""
         if self.pooling == "pooler":
             raise ValueError(
                 "pooling 'pooler' has no sentence-transformers equivalent; export this encoder as part of a "
@@ -242,6 +267,13 @@ class TextEncoder(nn.Module):
         }
         (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
         (directory / "config_sentence_transformers.json").write_text(
-            json.dumps({"similarity_fn_name": "cosine", "prompts": {}, "default_prompt_name": None}, indent=2)
+            json.dumps(
+                {
+                    "similarity_fn_name": "cosine",
+                    "prompts": self.prompts,
+                    "default_prompt_name": self.default_prompt_name,
+                },
+                indent=2,
+            )
         )
         return directory
