@@ -127,7 +127,7 @@ def open_clip_to_transformers(
     }
     state |= _blocks(visual.transformer.resblocks, "vision_model")
     state |= _blocks(tower.transformer.resblocks, "text_model")
-    model = CLIPModel(_config(model_cfg, float(log_scale)))
+    model = CLIPModel(_config(model_cfg, float(log_scale.detach())))
     missing, unexpected = model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

@@ -131,7 +131,7 @@ class TransformersDualEncoder:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             inputs = self.processor(
-                text=list(texts[start : start + self.batch_size]), padding=True, return_tensors="pt"
+                text=list(texts[start : start + self.batch_size]), padding=True, truncation=True, return_tensors="pt"
             )
             chunks.append(self._pooled(self.model.get_text_features(**inputs)))
         return F.normalize(torch.cat(chunks).float(), dim=-1)

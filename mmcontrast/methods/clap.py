@@ -7,7 +7,8 @@ embeddings of a batch of ``N`` pairs,
     L = 1/2 [ CE(s * A T^T, diag) + CE(s * T A^T, diag) ],   s = exp(t) clamped to [1, 100], t learnable,
 
 the symmetric InfoNCE of the shared core (audio -> text and text -> audio), ``t`` initialised at log(1 / 0.07);
-clips of the same class (or sharing a caption) are masked out of each other's negatives.
+clips of the same class (or sharing a caption) are masked out of each other's negatives. ``loss="siglip"`` trains
+with SigLIP's sigmoid loss instead (learnable scale and bias; see the two-tower method).
 
 Note on transformers: ``ClapModel(return_loss=True)`` computes
 ``(contrastive_loss(logits_per_text) + contrastive_loss(logits_per_audio.t())) / 2``; since
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mmcontrast.methods.two_tower import TwoTower
+from mmcontrast.methods.two_tower import SIGLIP_BIAS_INIT, TwoTower, TwoTowerLoss
 
 
 class CLAP(TwoTower):
@@ -45,12 +46,14 @@ class CLAP(TwoTower):
         audio_encoder: the audio tower (:class:`~mmcontrast.modalities.audio_tower.AudioTower`, or one with a head).
         text_encoder: the text tower.
         embed_dim: size of the shared embedding space.
-        logit_scale_init: initial scale (1 / temperature).
+        logit_scale_init: initial scale (1 / temperature); None: the loss's own (1 / 0.07, or 10 for ``siglip``).
         lock_text: freeze the text tower.
         gather: use every process's pairs as negatives (exact cross-device InfoNCE).
         project: add bias-free linear projections; False when both towers already end in ``embed_dim`` (CLAP's
             projection layers held in the towers).
-        mask_positives: rows of the same class (or caption) are not negatives of each other.
+        mask_positives: rows of the same class (or caption) are not negatives of each other (``info_nce`` only).
+        loss: ``info_nce`` (symmetric InfoNCE) or ``siglip`` (SigLIP's sigmoid loss, learnable bias).
+        logit_bias_init: initial logit bias of ``siglip`` (-10).
     """
 
     def __init__(
@@ -59,11 +62,13 @@ class CLAP(TwoTower):
         text_encoder: nn.Module,
         embed_dim: int = 512,
         *,
-        logit_scale_init: float = 1 / 0.07,
+        logit_scale_init: float | None = None,
         lock_text: bool = False,
         gather: bool = True,
         project: bool = True,
         mask_positives: bool = True,
+        loss: TwoTowerLoss = "info_nce",
+        logit_bias_init: float = SIGLIP_BIAS_INIT,
     ) -> None:
         super().__init__(
             {"audio": audio_encoder, "text": text_encoder},
@@ -73,6 +78,8 @@ class CLAP(TwoTower):
             gather=gather,
             project=project,
             mask_positives=mask_positives,
+            loss=loss,
+            logit_bias_init=logit_bias_init,
         )
 
     @property

@@ -1,4 +1,4 @@
-"""Two towers: any two modalities embedded into one space, matching pairs aligned by symmetric InfoNCE.
+"""Two towers: any two modalities embedded into one space, matching pairs aligned by symmetric InfoNCE or SigLIP.
 
 One method for every paired-modality model: image-text (CLIP, :class:`mmcontrast.methods.clip.CLIP`),
 audio-text (CLAP: an audio tower + a text tower), video-text and audio-video; what differs between them is only
@@ -13,6 +13,17 @@ with ``A``, ``B`` the normalised embeddings of the two towers and ``t`` initiali
 known to match (same class label, or the same caption) are masked out of each other's negatives. A *locked*
 tower (LiT) is frozen (a pretrained encoder, in eval mode) and only the other side and the projections learn.
 
+With ``loss="siglip"`` the loss is SigLIP's sigmoid loss of the shared core
+(:func:`~mmcontrast.losses.sigmoid_loss`): every pair ``(i, j)`` of the batch is its own binary classification,
+positive on the diagonal,
+
+    L = -1/N sum_ij log sigmoid(z_ij (s * a_i . b_j + b)),   z_ii = 1, z_ij = -1 (i != j),
+
+with a learnable scale ``s = exp(t)`` (clamped to [1, 100]) initialised at 10 (``t = log 10``) and a learnable
+bias ``b`` (``logit_bias``) initialised at -10, as in the paper. The sigmoid loss has no label mask: every other
+row is a negative, whatever ``mask_positives`` says. The bias is a constant shift of every logit, so rankings
+and zero-shot predictions (an argmax, or a softmax over classes) do not depend on it.
+
 A tower is any module with the small :class:`Tower` interface the modality adapters already have
 (``embedding_dim``, ``preprocess(raw examples) -> tensors`` run in the collator, ``forward(tensors) -> [B, d]``):
 ``modalities.image.ImageEncoder``, ``modalities.text.TextEncoder``, ``modalities.open_clip_towers
@@ -22,23 +33,28 @@ References:
     Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML 2021.
     Elizalde et al., "CLAP: Learning Audio Concepts From Natural Language Supervision", ICASSP 2023.
     Zhai et al., "LiT: Zero-Shot Transfer with Locked-image text Tuning", CVPR 2022.
+    Zhai et al., "Sigmoid Loss for Language Image Pre-Training" (SigLIP), ICCV 2023.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import send_to_device
 from torch import nn
 
-from mmcontrast.losses import LogitScale, info_nce
+from mmcontrast.losses import LogitScale, info_nce, sigmoid_loss
 from mmcontrast.methods.base import LossOutput, Method
 
 TowerInputs = torch.Tensor | dict[str, torch.Tensor]
+TwoTowerLoss = Literal["info_nce", "siglip"]
+# Initial logit scale of each loss when none is given: CLIP's 1 / 0.07, SigLIP's 10.
+DEFAULT_SCALES: dict[str, float] = {"info_nce": 1 / 0.07, "siglip": 10.0}
+SIGLIP_BIAS_INIT = -10.0
 
 # Attribute and batch names that differ from the generic `{modality}_projection` / `{modality}`: they follow
 # transformers' CLIPModel (`visual_projection`, `pixel_values`), so CLIP's state-dict keys and batches stay as
@@ -75,7 +91,7 @@ def stable_hash(text: str) -> int:
 
 
 class TwoTower(Method):
-    """Two towers (any two modalities) + projections + a learnable logit scale.
+    """Two towers (any two modalities) + projections + a learnable logit scale (and bias, for SigLIP).
 
     Each tower is held as ``{modality}_encoder`` and its projection as ``{modality}_projection`` (the image's as
     ``visual_projection``); embeddings are returned under the modality names, and a batch holds each tower's
@@ -85,15 +101,19 @@ class TwoTower(Method):
         towers: ``{modality: tower}`` for exactly two modalities, in loss order (e.g. ``{"image": ..., "text": ...}``,
             ``{"audio": ..., "text": ...}``); each tower follows :class:`Tower`.
         embed_dim: size of the shared embedding space.
-        logit_scale_init: initial scale (1 / temperature).
+        logit_scale_init: initial scale (1 / temperature); None: the loss's own (1 / 0.07 for ``info_nce``, 10
+            for ``siglip``).
         locked: modalities whose tower is frozen (LiT), e.g. ``("text",)``.
-        gather: use every process's pairs as negatives (exact cross-device InfoNCE).
+        gather: use every process's pairs as negatives (exact cross-device loss).
         project: add the linear projections; False when both towers already project to ``embed_dim``.
         mask_positives: rows known to match (the same class label, or the same ``duplicates`` value) are not
             negatives of each other; False makes every other row of the batch a negative, as CLIP and open_clip do.
+            ``info_nce`` only: SigLIP's sigmoid loss makes every other row a negative.
         columns: the row column that feeds each tower (default: ``caption`` for text, else the modality name).
         duplicates: the row column whose equal values mark rows as positives of each other when a row has no
             ``label`` (default: the text tower's column, if there is a text tower).
+        loss: ``info_nce`` (symmetric InfoNCE, CLIP) or ``siglip`` (sigmoid loss with a learnable bias).
+        logit_bias_init: initial bias of the ``siglip`` logits (SigLIP: -10).
     """
 
     def __init__(
@@ -101,15 +121,19 @@ class TwoTower(Method):
         towers: Mapping[str, nn.Module],
         embed_dim: int = 512,
         *,
-        logit_scale_init: float = 1 / 0.07,
+        logit_scale_init: float | None = None,
         locked: Collection[str] = (),
         gather: bool = True,
         project: bool = True,
         mask_positives: bool = True,
         columns: Mapping[str, str] | None = None,
         duplicates: str | None = None,
+        loss: TwoTowerLoss = "info_nce",
+        logit_bias_init: float = SIGLIP_BIAS_INIT,
     ) -> None:
         super().__init__()
+        if loss not in DEFAULT_SCALES:
+            raise ValueError(f"{type(self).__name__}: loss must be one of {list(DEFAULT_SCALES)}, got {loss!r}")
         modalities = tuple(towers)
         if len(modalities) != 2:
             raise ValueError(f"{type(self).__name__} needs exactly two towers, got {list(modalities)}")
@@ -137,7 +161,11 @@ class TwoTower(Method):
                 )
             for name in modalities:
                 setattr(self, self.projection_name(name), nn.Identity())
-        self.logit_scale = LogitScale(logit_scale_init, learnable=True, max_scale=100.0)
+        scale_init = DEFAULT_SCALES[loss] if logit_scale_init is None else logit_scale_init
+        self.logit_scale = LogitScale(scale_init, learnable=True, max_scale=100.0)
+        self.loss_name = loss
+        if loss == "siglip":  # a parameter: trained, checkpointed, and saved with the weights
+            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias_init)))
         self.locked = frozenset(locked)
         self.gather = gather
         self.mask_positives = mask_positives
@@ -178,7 +206,7 @@ class TwoTower(Method):
             self.batch_key(name): self.tower(name).preprocess([row[self.columns[name]] for row in rows])
             for name in self.modalities
         }
-        if self.mask_positives:  # rows of one class, or sharing a caption, are not negatives of each other
+        if self.mask_positives and self.loss_name == "info_nce":  # rows of one class / caption: not negatives
             if self.duplicates is not None:
                 ids = [row["label"] if "label" in row else stable_hash(str(row[self.duplicates])) for row in rows]
                 batch["positive_ids"] = torch.tensor(ids, dtype=torch.long)
@@ -201,6 +229,17 @@ class TwoTower(Method):
     def loss(self, embeddings: dict[str, torch.Tensor], batch: dict[str, Any]) -> LossOutput:
         scale = self.logit_scale()
         first, second = self.modalities
+        if self.loss_name == "siglip":
+            value = sigmoid_loss(
+                embeddings[first],
+                embeddings[second],
+                scale=scale,
+                bias=self.logit_bias,
+                normalize=False,
+                gather=self.gather,
+            )
+            metrics = {"logit_scale": float(scale.detach()), "logit_bias": float(self.logit_bias.detach())}
+            return LossOutput(value, metrics)
         value = info_nce(
             embeddings[first],
             embeddings[second],

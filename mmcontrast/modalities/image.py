@@ -8,8 +8,11 @@
 - a folder with ``config.json`` -> a transformers vision model (``AutoModel``), pooled by ``pooler_output``
   when it has one, else the first (CLS) token.
 
-Backbones start randomly initialised; ``weights=`` loads a local safetensors / PyTorch state dict (never a hub
-download). Preprocessing (input size, mean, std) comes from the backbone's own config.
+Backbones start randomly initialised; ``weights=`` loads a local safetensors / PyTorch state dict, and
+``pretrained=`` the library's own pretrained weights by name (a timm tag, a torchvision weights enum member, an
+open_clip tag: :mod:`mmcontrast.modalities.pretrained_weights`), read from the library's cache and downloaded
+when missing. Preprocessing (input size, mean, std) comes from the backbone's own config, or from its pretrained
+weights' when it has them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torchvision.transforms import v2
 
+from mmcontrast.modalities import pretrained_weights
 from mmcontrast.modalities.saved_encoder import read_saved_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,35 +119,84 @@ class ImageEncoder(nn.Module):
         self.transform = image_transform(image_size, self.mean, self.std)
 
     @classmethod
-    def create(cls, name: str, *, image_size: int | None = None, weights: str | None = None, **options) -> ImageEncoder:
-        """Build the backbone named ``name`` (see the module docstring); ``options`` go to its constructor."""
+    def create(
+        cls,
+        name: str,
+        *,
+        image_size: int | None = None,
+        weights: str | None = None,
+        pretrained: bool | str = False,
+        pretrained_key: str = "pretrained",
+        **options,
+    ) -> ImageEncoder:
+        """Build the backbone named ``name`` (see the module docstring); ``options`` go to its constructor.
+
+        Args:
+            name: ``timm/<model>``, ``torchvision/<model>``, ``open_clip/<model>`` or a transformers folder.
+            image_size: input side (default: the backbone's, or its pretrained weights').
+            weights: a local safetensors / PyTorch state dict of the backbone.
+            pretrained: the library's pretrained weights by name (see
+                :mod:`mmcontrast.modalities.pretrained_weights`): ``True`` for its default weights, or a timm
+                tag, a torchvision weights enum member, an open_clip tag. Read from the library's cache,
+                downloaded when missing; preprocessing (mean, std, default size) follows the weights.
+            pretrained_key: how errors name the ``pretrained`` setting (a recipe passes its dotted key).
+        """
         library, _, model = name.partition("/")
+        if pretrained is not False and weights:
+            raise ValueError(f"{pretrained_key}: give pretrained weights by name or a local weights file, not both")
+        if pretrained is not False and library not in ("timm", "torchvision", "open_clip"):
+            raise ValueError(
+                f"{pretrained_key} is for timm/, torchvision/ and open_clip/ backbones; '{name}' brings its own weights"
+            )
         if library == "timm" and model:
             import timm
 
             extra = {"img_size": image_size} if image_size and "vit" in model else {}
-            backbone = timm.create_model(model, pretrained=False, num_classes=0, **extra, **options)
-            config = timm.data.resolve_data_config({}, model=backbone)
+            if pretrained is False:
+                backbone = timm.create_model(model, pretrained=False, num_classes=0, **extra, **options)
+            else:
+                tagged = pretrained_weights.timm_pretrained_name(model, pretrained, pretrained_key)
+                backbone = pretrained_weights.fetch_timm(
+                    lambda: timm.create_model(tagged, pretrained=True, num_classes=0, **extra, **options),
+                    tagged,
+                    pretrained_key,
+                )
+            config = timm.data.resolve_data_config({}, model=backbone)  # the (pretrained) weights' own
             size = image_size or config["input_size"][-1]
             encoder = cls(backbone, "timm", backbone.num_features, size, config["mean"], config["std"], name)
         elif library == "torchvision" and model:
             import torchvision
 
-            backbone = torchvision.models.get_model(model, weights=None, **options)
+            mean, std, size = IMAGENET_MEAN, IMAGENET_STD, image_size or 224
+            if pretrained is False:
+                backbone = torchvision.models.get_model(model, weights=None, **options)
+            else:
+                enum = pretrained_weights.torchvision_weights(model, pretrained, pretrained_key)
+                backbone = pretrained_weights.fetch_torchvision(
+                    lambda: torchvision.models.get_model(model, weights=enum, **options), enum, pretrained_key
+                )
+                transform = enum.transforms()  # the weights' own preprocessing
+                mean, std, size = transform.mean, transform.std, image_size or transform.crop_size[0]
             for head in ("fc", "classifier", "heads"):
                 if hasattr(backbone, head):
                     setattr(backbone, head, nn.Identity())
                     break
-            size = image_size or 224
             with torch.no_grad():
                 backbone.eval()
                 dim = backbone(torch.zeros(2, 3, size, size)).shape[-1]
                 backbone.train()
-            encoder = cls(backbone, "torchvision", dim, size, IMAGENET_MEAN, IMAGENET_STD, name)
+            encoder = cls(backbone, "torchvision", dim, size, mean, std, name)
         elif library == "open_clip" and model:
             import open_clip
 
-            visual = open_clip.create_model(model, pretrained=None, **options).visual
+            tag = None
+            if pretrained is not False:
+                tag_config = pretrained_weights.open_clip_pretrained_cfg(model, pretrained, pretrained_key)
+                pretrained_weights.fetch_open_clip(model, pretrained, tag_config, pretrained_key)
+                tag = pretrained  # now cached: open_clip loads it and takes the tag's preprocessing
+                if tag_config.get("quick_gelu"):
+                    options["force_quick_gelu"] = True  # the activation the weights were trained with
+            visual = open_clip.create_model(model, pretrained=tag, **options).visual
             size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
             config = visual.preprocess_cfg
             encoder = cls(visual, "open_clip", visual.output_dim, size, config["mean"], config["std"], name)

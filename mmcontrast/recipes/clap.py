@@ -38,7 +38,8 @@ from mmcontrast.methods.clap import CLAP
 from mmcontrast.modalities.audio_tower import AudioTower, ProjectedTower, byte_level_tokenizer
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
+from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, transformers_config
+from mmcontrast.recipes.two_tower import TwoTowerLossConfig, siglip_bias_note
 from mmcontrast.typed_config import NonNegativeInt, PositiveInt, Range
 from mmcontrast.typed_config import build as build_config
 from mmcontrast.views.audio import CroppedAudio
@@ -97,20 +98,23 @@ class ClapModelConfig:
         embed_dim: size of the shared embedding space.
         projection: `clap` (CLAP's two-layer projection, linear-ReLU-linear with biases, held in each tower: the
             ClapModel form) or `linear` (the two-tower method's bias-free linear projections).
-        logit_scale_init: initial logit scale (1 / temperature); learned within [1, 100].
+        logit_scale_init: initial logit scale (1 / temperature); null: the loss's own (1/0.07, SigLIP: 10);
+            learned within [1, 100].
         lock_text: freeze the text tower.
         gather: use every process's pairs as negatives.
-        mask_positives: clips of the same class (or caption) are not negatives of each other.
+        mask_positives: clips of the same class (or caption) are not negatives of each other (`info_nce` only).
+        loss: the loss between the towers (`info_nce` or `siglip`).
     """
 
     audio: AudioTowerConfig = field(default_factory=AudioTowerConfig)
     text: ClapTextTowerConfig = field(default_factory=ClapTextTowerConfig)
     embed_dim: PositiveInt = 512
     projection: Literal["clap", "linear"] = "clap"
-    logit_scale_init: Annotated[float, Range(ge=1, le=100)] = 1 / 0.07
+    logit_scale_init: Annotated[float, Range(ge=1, le=100)] | None = None
     lock_text: bool = False
     gather: bool = True
     mask_positives: bool = True
+    loss: TwoTowerLossConfig = field(default_factory=TwoTowerLossConfig)
 
 
 @dataclass
@@ -141,7 +145,7 @@ class AudioTextDataConfig:
 
 
 @dataclass
-class ZeroShotAudioEvalConfig:
+class ZeroShotAudioEvalConfig(EvalSchedule):
     """Zero-shot audio classification and audio-text retrieval (`eval:` section).
 
     Attributes:
@@ -164,7 +168,7 @@ class ZeroShotAudioEvalConfig:
 
 @dataclass
 class ClapRecipe(RecipeBase):
-    """CLAP: audio and text towers aligned by symmetric InfoNCE with a learnable temperature.
+    """CLAP: audio and text towers aligned by symmetric InfoNCE with a learnable temperature (or SigLIP).
 
     Attributes:
         method: `clap`.
@@ -250,6 +254,7 @@ def _method(model: ClapModelConfig, seed: int = 0) -> CLAP:
         "lock_text": model.lock_text,
         "gather": model.gather,
         "mask_positives": model.mask_positives,
+        **model.loss.method_options(),
     }
     if model.projection == "linear":
         return CLAP(audio, text, model.embed_dim, **options)
@@ -422,6 +427,7 @@ def export(
             description=(
                 f"{description} trained with the CLAP method of mmcontrast on `{recipe.data.train}` (captions "
                 f"{captions}). Use it for zero-shot audio classification and audio-text retrieval."
+                + siglip_bias_note(method, keeps_bias=library == "mmcontrast")
             ),
             library_name=library,
             pipeline_tag="zero-shot-audio-classification",

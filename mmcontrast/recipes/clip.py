@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
+from mmcontrast.data.samplers import MultiSourceBatchSampler, MultiSourceStrategy
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
@@ -38,10 +39,12 @@ from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
 from mmcontrast.modalities.open_clip_towers import open_clip_towers
 from mmcontrast.modalities.text import Pooling, TextEncoder
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler, transformers_config
+from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, transformers_config
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
-from mmcontrast.typed_config import PositiveInt, Range
+from mmcontrast.recipes.two_tower import TwoTowerLossConfig, siglip_bias_note
+from mmcontrast.typed_config import NonNegativeFloat, PositiveInt, Range, Seed, UnitFloat
 from mmcontrast.typed_config import build as build_config
+from mmcontrast.views.simclr import AugmentedDataset, image_augmentation
 
 _USAGE = """from transformers import pipeline
 
@@ -100,14 +103,19 @@ class OpenClipConfig:
     (`open_clip.create_model_and_transforms("local-dir:OUTPUT_DIR/model")`).
 
     Attributes:
-        name: a model of open_clip's registry (`ViT-B-32`, `RN50`...), randomly initialised.
+        name: a model of open_clip's registry (`ViT-B-32`, `RN50`...), randomly initialised unless `pretrained`
+            or `weights` is given.
         model_cfg: instead, an open_clip model config: `{embed_dim: 64, vision_cfg: {...}, text_cfg: {...}}`.
         weights: a local open_clip checkpoint (safetensors or state dict) to start from.
+        pretrained: instead of `weights`, one of open_clip's pretrained tags of `name` (`laion2b_s34b_b79k`,
+            `openai`; `open_clip.list_pretrained_tags_by_model(name)`), with its preprocessing and its logit
+            scale. Read from the Hugging Face cache, downloaded there when missing (not with `HF_HUB_OFFLINE=1`).
     """
 
     name: str | None = None
     model_cfg: dict[str, Any] | None = None
     weights: str | None = None
+    pretrained: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -123,27 +131,76 @@ class ClipModelConfig:
         text: the text tower.
         open_clip: instead of `image` and `text`, both towers from one open_clip model.
         embed_dim: size of the shared embedding space (an open_clip model brings its own).
-        logit_scale_init: initial logit scale (1 / temperature; CLIP: 1/0.07); the scale is learned within
-            [1, 100].
+        logit_scale_init: initial logit scale (1 / temperature); null: the loss's own (CLIP: 1/0.07, SigLIP: 10).
+            The scale is learned within [1, 100].
         lock_text: freeze the text tower (LiT: a pretrained text encoder, only the image side learns).
         gather: use every process's pairs as negatives.
         mask_positives: rows known to match (the same class label, or the same caption) are not negatives of
-            each other; false makes every other row of the batch a negative, as CLIP and open_clip do.
+            each other; false makes every other row of the batch a negative, as CLIP and open_clip do
+            (`info_nce` only).
+        loss: the loss between the towers (`info_nce` or `siglip`).
     """
 
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     open_clip: OpenClipConfig = field(default_factory=OpenClipConfig)
     embed_dim: PositiveInt = 512
-    logit_scale_init: Annotated[float, Range(ge=1, le=100)] = 1 / 0.07
+    logit_scale_init: Annotated[float, Range(ge=1, le=100)] | None = None
     lock_text: bool = False
     gather: bool = True
     mask_positives: bool = True
+    loss: TwoTowerLossConfig = field(default_factory=TwoTowerLossConfig)
 
 
 @dataclass
-class ImageTextDataConfig:
-    """(image, caption) training data (`data:` section).
+class ImageAugmentConfig:
+    """Augmentation of the training images (`data.augment:` section), the options of open_clip's
+    `AugmentationCfg` (`scale`, `color_jitter`, `color_jitter_prob`, `gray_scale_prob`).
+
+    Only training rows are augmented, never evaluation or zero-shot images. Row i of epoch e is augmented under a
+    seed drawn from (seed, e, i): a resumed run sees the same images, and each epoch sees new ones.
+
+    Attributes:
+        enabled: augment the training images (false: they are preprocessed as evaluation images are).
+        crop_scale: [min, max] fraction of the image area kept by the random resized crop to the tower's input
+            size (open_clip's `scale`, default [0.9, 1.0]).
+        flip: random horizontal flip (p = 0.5); off by default: mirrored digits and text change their meaning.
+        color_jitter: [brightness, contrast, saturation, hue] strengths of the colour jitter (hue at most 0.5).
+        color_jitter_prob: probability of the colour jitter; 0: none.
+        grayscale_prob: probability of turning an image grayscale; 0: never.
+        seed: seed of the augmentation (default: `train.seed`).
+    """
+
+    enabled: bool = False
+    crop_scale: list[Annotated[float, Range(gt=0, le=1)]] = field(default_factory=lambda: [0.9, 1.0])
+    flip: bool = False
+    color_jitter: list[NonNegativeFloat] = field(default_factory=lambda: [0.4, 0.4, 0.4, 0.1])
+    color_jitter_prob: UnitFloat = 0.0
+    grayscale_prob: UnitFloat = 0.0
+    seed: Seed | None = None
+
+    def transform(self, size: int) -> Any:
+        """The augmentation to ``size`` pixels (:func:`~mmcontrast.views.simclr.image_augmentation`)."""
+        if len(self.crop_scale) != 2 or self.crop_scale[0] > self.crop_scale[1]:
+            raise ValueError(f"data.augment.crop_scale must be [min, max] with min <= max, got {self.crop_scale}")
+        if len(self.color_jitter) != 4 or self.color_jitter[3] > 0.5:
+            raise ValueError(
+                "data.augment.color_jitter must be [brightness, contrast, saturation, hue] with hue <= 0.5, got "
+                f"{self.color_jitter}"
+            )
+        return image_augmentation(
+            size,
+            crop_scale=self.crop_scale,
+            flip=self.flip,
+            color_jitter=self.color_jitter,
+            color_jitter_prob=self.color_jitter_prob,
+            grayscale_prob=self.grayscale_prob,
+        )
+
+
+@dataclass
+class ImageTextTableConfig:
+    """One source of (image, caption) rows.
 
     Attributes:
         train: `sklearn:digits`, an image folder (`metadata.csv`/`.jsonl` with `file_name` + caption, or one
@@ -153,7 +210,6 @@ class ImageTextDataConfig:
         caption_column: column of the caption.
         captions: templates that turn class names into captions for labelled data (digits, class folders);
             row i gets template i mod len. Such captions are generated, not written by people.
-        image_size: side of the rendered digits.
         limit: use only the first N rows.
     """
 
@@ -162,12 +218,34 @@ class ImageTextDataConfig:
     image_column: str = "file_name"
     caption_column: str = "text"
     captions: list[str] = field(default_factory=lambda: list(DIGIT_CAPTIONS))
-    image_size: PositiveInt = 32
     limit: PositiveInt | None = None
 
 
 @dataclass
-class ZeroShotEvalConfig:
+class ImageTextDataConfig(ImageTextTableConfig):
+    """(image, caption) training data (`data:` section): one source (`data.train` and the keys beside it) or several
+    (`datasets`).
+
+    Attributes:
+        image_size: side of the rendered digits.
+        augment: augmentation of the training images (off by default).
+        datasets: several training sources, `NAME: {train: ..., image_column: ..., caption_column: ..., ...}`, each
+            with the source keys of this section; every batch comes from one source, so in-batch negatives never
+            mix them (sentence-transformers' multi-dataset training). Set `train: null` with it.
+        multi_dataset_sampler: with `datasets`, which source each batch comes from: `round_robin` (each in turn,
+            until the smallest runs out) or `proportional` (every batch of every source once per epoch, in a seeded
+            random order: sources drawn in proportion to their size).
+    """
+
+    train: str | None = "sklearn:digits"
+    image_size: PositiveInt = 32
+    augment: ImageAugmentConfig = field(default_factory=ImageAugmentConfig)
+    datasets: dict[str, ImageTextTableConfig] = field(default_factory=dict)
+    multi_dataset_sampler: MultiSourceStrategy = "round_robin"
+
+
+@dataclass
+class ZeroShotEvalConfig(EvalSchedule):
     """Zero-shot classification and retrieval (`eval:` section).
 
     Attributes:
@@ -188,7 +266,7 @@ class ZeroShotEvalConfig:
 
 @dataclass
 class ClipRecipe(RecipeBase):
-    """CLIP: image and text towers aligned by symmetric InfoNCE with a learnable temperature.
+    """CLIP: image and text towers aligned by symmetric InfoNCE with a learnable temperature (or SigLIP).
 
     Attributes:
         method: `clip`.
@@ -225,14 +303,46 @@ def build_text_tower(config: TextTowerConfig) -> TextEncoder:
     raise ValueError("model.text needs a name_or_path (a folder or hub name) or a config")
 
 
-def _rows(source: str, split: str, data: ImageTextDataConfig) -> ImageRows:
+def _rows(source: str, split: str, data: ImageTextTableConfig, image_size: int) -> ImageRows:
     return load_image_rows(
         source,
         split=split,
-        image_size=data.image_size,
+        image_size=image_size,
         image_column=data.image_column,
         caption_column=data.caption_column,
     )
+
+
+def image_text_sources(data: ImageTextDataConfig) -> dict[str, ImageTextTableConfig]:
+    """`data` as one source named `train`, or the sources of `data.datasets` by name."""
+    if data.datasets:
+        if data.train:
+            raise ValueError(
+                "data.train and data.datasets are both set: train on one source (data.train) or on several "
+                "(data.datasets, with data.train=null), not both"
+            )
+        return dict(data.datasets)
+    if not data.train:
+        raise ValueError("data.train is not set (sklearn:digits, an image folder or a table), nor data.datasets")
+    return {"train": data}
+
+
+def _training_rows(name: str, source: ImageTextTableConfig, image_size: int) -> ImageRows:
+    """A source's (image, caption) rows: captions generated for labelled data, unreadable images skipped."""
+    key = "data" if name == "train" else f"data.datasets.{name}"
+    rows = _rows(source.train, source.split, source, image_size)
+    if rows.classes:
+        rows = caption_rows(rows, source.captions)
+        print(
+            f"{key}.train '{source.train}': captions are generated from class names ({len(source.captions)} templates)"
+        )
+    for path, reason in rows.skipped[:10]:
+        print(f"skipped unreadable image {path}: {reason}")
+    if source.limit is not None:
+        rows.rows = rows.rows[: source.limit]
+    if not rows.rows:
+        raise ValueError(f"{key}.train '{source.train}' gives no (image, caption) row")
+    return rows
 
 
 class _ZeroShot:
@@ -260,7 +370,7 @@ def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
     config = recipe.eval
     if not config.zero_shot:
         return None
-    rows = _rows(config.zero_shot, config.split, recipe.data)
+    rows = _rows(config.zero_shot, config.split, recipe.data, recipe.data.image_size)
     if not rows.classes:
         raise ValueError(f"eval.zero_shot '{config.zero_shot}' has no classes: give labelled images (class folders)")
     classes, class_rows = classes_by_name(
@@ -272,13 +382,26 @@ def _zero_shot(recipe: ClipRecipe) -> _ZeroShot | None:
 def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
     """The CLIP method, and the open_clip model config when its towers come from open_clip."""
     options = {"lock_text": model.lock_text, "gather": model.gather, "mask_positives": model.mask_positives}
+    options |= model.loss.method_options()
     if not model.open_clip.enabled:
         image, text = build_image_tower(model.image), build_text_tower(model.text)
         return CLIP(image, text, model.embed_dim, logit_scale_init=model.logit_scale_init, **options), None
-    if model.image.backbone or model.image.config or model.text.name_or_path or model.text.config:
-        raise ValueError("model.open_clip replaces model.image and model.text: give one or the other")
-    towers = open_clip_towers(model.open_clip.name, model.open_clip.model_cfg, model.open_clip.weights)
-    scale = towers.logit_scale if model.open_clip.weights else model.logit_scale_init
+    image = model.image
+    if (
+        image.backbone
+        or image.config
+        or image.weights
+        or image.pretrained
+        or model.text.name_or_path
+        or model.text.config
+    ):
+        raise ValueError(
+            "model.open_clip replaces model.image and model.text (their backbone, config, weights, pretrained and "
+            "name_or_path): give one or the other"
+        )
+    config = model.open_clip
+    towers = open_clip_towers(config.name, config.model_cfg, config.weights, config.pretrained)
+    scale = towers.logit_scale if config.weights or config.pretrained else model.logit_scale_init
     method = CLIP(
         towers.image, towers.text, towers.model_cfg["embed_dim"], logit_scale_init=scale, project=False, **options
     )
@@ -288,22 +411,26 @@ def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
 def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, (image, caption) rows, sampler and evaluators of a CLIP recipe."""
     data = recipe.data
+    sources = {name: _training_rows(name, source, data.image_size) for name, source in image_text_sources(data).items()}
     method, open_clip_cfg = _method(recipe.model)
-    rows = _rows(data.train, data.split, data)
-    if rows.classes:
-        rows = caption_rows(rows, data.captions)
-        print(f"data.train '{data.train}': captions are generated from class names ({len(data.captions)} templates)")
-    for path, reason in rows.skipped[:10]:
-        print(f"skipped unreadable image {path}: {reason}")
-    if data.limit is not None:
-        rows.rows = rows.rows[: data.limit]
-    dataset = DecodedImages(rows.rows)
+    # several sources are one list of rows; the multi-source sampler keeps each batch within one source
+    dataset: DecodedImages | AugmentedDataset = DecodedImages([row for rows in sources.values() for row in rows.rows])
+    sizes = [len(rows.rows) for rows in sources.values()]
+    if data.datasets:
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        samplers = [batch_sampler(recipe.train, size) for size in sizes]
+        sampler: Any = MultiSourceBatchSampler(samplers, offsets, data.multi_dataset_sampler, recipe.train.seed)
+    else:
+        sampler = batch_sampler(recipe.train, sizes[0])
+    if data.augment.enabled:  # training rows only: the evaluators read their own rows
+        seed = recipe.train.seed if data.augment.seed is None else data.augment.seed
+        dataset = AugmentedDataset(dataset, data.augment.transform(method.image_encoder.image_size), seed)
     evaluators: dict[str, Any] = {}
     zero_shot = _zero_shot(recipe)
     if zero_shot is not None:
         evaluators["zero_shot"] = zero_shot
     if recipe.eval.retrieval:
-        paired = _rows(recipe.eval.retrieval, recipe.eval.split, data)
+        paired = _rows(recipe.eval.retrieval, recipe.eval.split, data, data.image_size)
         paired = caption_rows(paired, data.captions) if paired.classes else paired
         images = [DecodedImages(paired.rows)[i]["image"] for i in range(len(paired.rows))]
         captions = [row["caption"] for row in paired.rows]
@@ -311,12 +438,12 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     return RecipeParts(
         method=method,
         dataset=dataset,
-        batch_sampler=batch_sampler(recipe.train, len(dataset)),
+        batch_sampler=sampler,
         evaluators=evaluators,
         export=lambda trained, result, output_dir, model_dir: export(
             trained, recipe, raw, result, output_dir, model_dir, zero_shot, open_clip_cfg
         ),
-        skipped_rows=len(rows.skipped),
+        skipped_rows=sum(len(rows.skipped) for rows in sources.values()),
     )
 
 
@@ -369,21 +496,23 @@ def export(
         results += [("zero-shot-image-classification", dataset, name, value) for name, value in metrics.items()]
         (output_dir / "zero_shot.json").write_text(json.dumps(metrics, indent=1))
     template = recipe.eval.templates[0]
+    trained_on = ", ".join(f"`{source.train}`" for source in image_text_sources(recipe.data).values())
     labels = ", ".join(f'"{c}"' for c in (zero_shot.classes[:3] if zero_shot else ["cat", "dog"]))
     write_model_card(
         model_dir,
         CardInfo(
             title=f"mmcontrast clip model ({output_dir.name})",
             description=(
-                f"{description} trained with the CLIP method of mmcontrast on `{recipe.data.train}`. Use it for "
+                f"{description} trained with the CLIP method of mmcontrast on {trained_on}. Use it for "
                 "zero-shot image classification and image-text retrieval."
+                + siglip_bias_note(method, keeps_bias=library == "mmcontrast")
             ),
             library_name=library,
             pipeline_tag="zero-shot-image-classification",
             usage=usage.format(path=output_dir / "model", labels=labels, template=template),
             recipe=yaml.safe_dump(raw, sort_keys=False),
             base_model=recipe.model.text.name_or_path,
-            datasets=[recipe.data.train],
+            datasets=[source.train for source in image_text_sources(recipe.data).values()],
             tags=["clip", "zero-shot-image-classification", "image-text"],
             results=results,
             image=image,

@@ -20,9 +20,10 @@ from mmcontrast.evaluation.zero_shot import modality_text_retrieval
 from mmcontrast.hub.mmcontrast_clip import load_mmcontrast_clip, register_method_builder, save_mmcontrast_clip
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.two_tower import TwoTower
-from mmcontrast.recipes.base import RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler
 from mmcontrast.recipes.clip import TextTowerConfig, build_text_tower
 from mmcontrast.recipes.tcn import tiny_frames_tower
+from mmcontrast.recipes.two_tower import TwoTowerLossConfig, siglip_bias_note
 from mmcontrast.recipes.video_data import VideoAugmentConfig, VideoDataConfig
 from mmcontrast.recipes.video_tower import VideoTowerConfig, build_video_tower
 from mmcontrast.typed_config import PositiveInt, Range, Seed
@@ -67,21 +68,24 @@ class VideoTextModelConfig:
         video: the video tower (`pooling: transformer` sees frame order; `mean` cannot tell a direction of motion).
         text: the text tower (a pretrained folder, or a `config` tower with OpenAI CLIP's tokenizer).
         embed_dim: size of the shared embedding space.
-        logit_scale_init: initial logit scale (1 / temperature), learned within [1, 100].
+        logit_scale_init: initial logit scale (1 / temperature); null: the loss's own (1/0.07, SigLIP: 10);
+            learned within [1, 100].
         gather: use every process's pairs as negatives.
-        mask_positives: pairs with the same caption are not negatives of each other.
+        mask_positives: pairs with the same caption are not negatives of each other (`info_nce` only).
+        loss: the loss between the towers (`info_nce` or `siglip`).
     """
 
     video: VideoTowerConfig = field(default_factory=tiny_frames_tower)
     text: TextTowerConfig = field(default_factory=_text_default)
     embed_dim: PositiveInt = 64
-    logit_scale_init: Annotated[float, Range(ge=1, le=100)] = 1 / 0.07
+    logit_scale_init: Annotated[float, Range(ge=1, le=100)] | None = None
     gather: bool = True
     mask_positives: bool = True
+    loss: TwoTowerLossConfig = field(default_factory=TwoTowerLossConfig)
 
 
 @dataclass
-class VideoTextEvalConfig:
+class VideoTextEvalConfig(EvalSchedule):
     """Zero-shot classification of held-out clips (`eval:` section; generated moving digits only).
 
     Attributes:
@@ -95,7 +99,7 @@ class VideoTextEvalConfig:
 
 @dataclass
 class VideoTextRecipe(RecipeBase):
-    """Video-text: a video tower and a text tower aligned by symmetric InfoNCE (the two-tower method).
+    """Video-text: a video tower and a text tower aligned by symmetric InfoNCE or SigLIP (the two-tower method).
 
     Attributes:
         method: `video_text`.
@@ -124,6 +128,7 @@ def _method(model: VideoTextModelConfig) -> TwoTower:
         logit_scale_init=model.logit_scale_init,
         gather=model.gather,
         mask_positives=model.mask_positives,
+        **model.loss.method_options(),
     )
 
 
@@ -262,9 +267,11 @@ def export(
             title=f"mmcontrast video-text model ({output_dir.name})",
             description=(
                 f"A video tower ({pooling} over frames) and a text tower aligned with the two-tower method of "
-                f"mmcontrast (symmetric InfoNCE) on `{recipe.data.train}`"
+                f"mmcontrast ({'SigLIP' if method.loss_name == 'siglip' else 'symmetric InfoNCE'}) on "
+                f"`{recipe.data.train}`"
                 + (" (synthetic moving digits generated at run time)" if recipe.data.generated else "")
                 + ". Use it for zero-shot video classification and video-text retrieval."
+                + siglip_bias_note(method, keeps_bias=True)
             ),
             library_name="mmcontrast",
             pipeline_tag="video-classification",

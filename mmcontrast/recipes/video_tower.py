@@ -61,7 +61,7 @@ def build_video_tower(config: VideoTowerConfig) -> VideoEncoder | TransformersVi
         )
     if config.image.backbone is None and config.image.config is None:
         raise ValueError("model.video (kind frames) needs an image tower: model.video.image.backbone or .config")
-    image = build_image_tower(config.image)
+    image = build_image_tower(config.image, "model.video.image")
     return VideoEncoder(
         image,
         config.pooling,

@@ -16,6 +16,11 @@ them reproducible: row ``i`` of epoch ``e`` is transformed under a torch generat
 ``(seed, e, i)``, so the same triple gives the same views in any worker or process, a resumed run sees the
 same views, and another epoch gives new ones.
 
+The same random steps (:func:`augment_steps`) make the training augmentation of paired data
+(:func:`image_augmentation`, open_clip's ``AugmentationCfg``: crop, jitter, grayscale; one augmented image per
+row, no normalisation: the image tower's preprocessing does that), seeded the same way by
+:class:`AugmentedDataset`.
+
 Reference:
     Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of Visual Representations",
     ICML 2020 (Appendix A: data augmentation details). https://arxiv.org/abs/2002.05709
@@ -48,6 +53,42 @@ def blur_kernel_size(size: int) -> int:
     return kernel if kernel % 2 == 1 else kernel + 1
 
 
+def augment_steps(
+    size: int,
+    *,
+    crop_scale: Sequence[float],
+    flip: bool,
+    color_jitter: Sequence[float] | None,
+    color_jitter_prob: float,
+    grayscale_prob: float,
+    blur_prob: float,
+) -> list[Any]:
+    """The random steps shared by SimCLR's views and CLIP's training augmentation, on a uint8 image tensor.
+
+    Random resized crop to ``size`` (area fraction ``crop_scale``, aspect ratio 3/4..4/3, bicubic), then each
+    step that is on: horizontal flip (p = 0.5), colour jitter ``(brightness, contrast, saturation, hue)`` with
+    p = ``color_jitter_prob``, grayscale with p = ``grayscale_prob``, Gaussian blur (kernel ~10% of ``size``, sigma in
+    [0.1, 2.0]) with p = ``blur_prob``. A probability of 0 leaves its step out.
+    """
+    if size < 1:
+        raise ValueError(f"views: size must be positive, got {size}")
+    low, high = (float(v) for v in crop_scale)
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"views: crop_scale must be (min, max) with 0 < min <= max <= 1, got {list(crop_scale)}")
+    steps: list[Any] = [
+        v2.RandomResizedCrop(size, scale=(low, high), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+    ]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip(p=0.5))
+    if color_jitter is not None and color_jitter_prob > 0:
+        steps.append(v2.RandomApply([v2.ColorJitter(*color_jitter)], p=color_jitter_prob))
+    if grayscale_prob > 0:
+        steps.append(v2.RandomGrayscale(p=grayscale_prob))
+    if blur_prob > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_prob))
+    return steps
+
+
 def simclr_transform(
     size: int,
     mean: Sequence[float],
@@ -70,29 +111,63 @@ def simclr_transform(
         blur: Gaussian blur (p = 0.5, kernel ~10% of ``size``).
         grayscale: random grayscale (p = 0.2).
     """
-    if size < 1:
-        raise ValueError(f"views: size must be positive, got {size}")
     if strength < 0:
         raise ValueError(f"views: strength must be >= 0, got {strength}")
-    low, high = (float(v) for v in crop_scale)
-    if not 0 < low <= high <= 1:
-        raise ValueError(f"views: crop_scale must be (min, max) with 0 < min <= max <= 1, got {list(crop_scale)}")
-    steps: list[Any] = [
-        v2.Lambda(_to_rgb),
-        v2.ToImage(),
-        v2.RandomResizedCrop(size, scale=(low, high), interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-    ]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip(p=0.5))
-    if strength > 0:
-        jitter = v2.ColorJitter(0.8 * strength, 0.8 * strength, 0.8 * strength, min(0.2 * strength, 0.5))
-        steps.append(v2.RandomApply([jitter], p=0.8))
-    if grayscale:
-        steps.append(v2.RandomGrayscale(p=0.2))
-    if blur:
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return v2.Compose(steps)
+    jitter = (0.8 * strength, 0.8 * strength, 0.8 * strength, min(0.2 * strength, 0.5)) if strength > 0 else None
+    steps = augment_steps(
+        size,
+        crop_scale=crop_scale,
+        flip=flip,
+        color_jitter=jitter,
+        color_jitter_prob=0.8,
+        grayscale_prob=0.2 if grayscale else 0.0,
+        blur_prob=0.5 if blur else 0.0,
+    )
+    return v2.Compose(
+        [
+            v2.Lambda(_to_rgb),
+            v2.ToImage(),
+            *steps,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+def image_augmentation(
+    size: int,
+    *,
+    crop_scale: Sequence[float] = (0.9, 1.0),
+    flip: bool = False,
+    color_jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+    color_jitter_prob: float = 0.0,
+    grayscale_prob: float = 0.0,
+) -> v2.Compose:
+    """The training augmentation of paired images (CLIP), as open_clip's ``AugmentationCfg`` describes it.
+
+    PIL image (or uint8 tensor) -> augmented uint8 ``[3, size, size]`` tensor: random resized crop, then the
+    optional flip, colour jitter and grayscale of :func:`augment_steps` (no blur). The image tower's own
+    ``preprocess`` then scales and normalises it as it does any image, so evaluation (no augmentation) and
+    training see the same normalisation.
+
+    Args:
+        size: side of the output (the image tower's input size).
+        crop_scale: (min, max) fraction of the image area kept by the random resized crop (open_clip: 0.9, 1).
+        flip: random horizontal flip (p = 0.5); off by default: mirrored digits and text change their meaning.
+        color_jitter: (brightness, contrast, saturation, hue) strengths of the colour jitter.
+        color_jitter_prob: probability of the colour jitter; 0 leaves it out.
+        grayscale_prob: probability of converting to grayscale; 0 leaves it out.
+    """
+    steps = augment_steps(
+        size,
+        crop_scale=crop_scale,
+        flip=flip,
+        color_jitter=color_jitter,
+        color_jitter_prob=color_jitter_prob,
+        grayscale_prob=grayscale_prob,
+        blur_prob=0.0,
+    )
+    return v2.Compose([v2.Lambda(_to_rgb), v2.ToImage(), *steps])
 
 
 def view_seed(seed: int, epoch: int, index: int) -> int:
@@ -180,4 +255,43 @@ class ViewsDataset(torch.utils.data.Dataset):
         with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
             row["views"] = [transform(value) for transform in self.transforms]
         row["index"] = index
+        return row
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    """Rows -> the same rows with one augmented version of their ``image`` (or another ``key``): the training
+    augmentation of paired data (CLIP), where the positive is the caption, not a second view.
+
+    Seeded as :class:`ViewsDataset`'s views: row ``index`` of epoch ``epoch`` is transformed under torch's CPU
+    generator seeded by ``view_seed(seed, epoch, index)`` (a fork: the caller's RNG is left untouched), so the same
+    triple gives the same tensor in any worker or process, a resumed run sees the same images, and another epoch
+    gives new ones. The engine calls :meth:`set_epoch` before each epoch.
+
+    Args:
+        rows: indexable rows, each a dict with a ``key`` field; the other fields (``caption``, ``label``) are kept.
+        transform: draws its randomness from torch's default CPU generator (e.g. :func:`image_augmentation`).
+        seed: base seed of the augmentation.
+        key: the row field that is augmented.
+    """
+
+    def __init__(
+        self, rows: Sequence[dict[str, Any]], transform: Callable[[Any], Any], seed: int = 0, *, key: str = "image"
+    ) -> None:
+        self.rows = rows
+        self.transform = transform
+        self.seed = int(seed)
+        self.key = key
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = dict(self.rows[index])
+        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
+            row[self.key] = self.transform(row[self.key])
         return row
