@@ -1,8 +1,12 @@
-"""``mmcontrast`` command line: train | eval | zero-shot | push | demo | recipe-docs."""
+"""The mmcontrast command line: train | eval | zero-shot | mine-negatives | recipes | push | demo | recipe-docs.
+
+With --json, standard output holds exactly one JSON document, the command's result; every other line goes to
+standard error (see docs/cli.md)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -13,21 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from mmcontrast import __version__
+
 if TYPE_CHECKING:
     from mmcontrast.data.images import ImageRows
 
 
 def _train(args: argparse.Namespace) -> int:
     from mmcontrast.recipe import load_recipe
-    from mmcontrast.train import train_recipe
+    from mmcontrast.run_recipe import train_recipe
     from mmcontrast.typed_config import to_dict
 
-    recipe, raw = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)
     args.named |= _recipe_values(to_dict(recipe))  # an error quoting one of them is prefixed with its key
-    summary = train_recipe(recipe, raw)
+    summary = train_recipe(recipe)
     if summary["skipped_rows"]:
         print(f"skipped {summary['skipped_rows']} bad rows of data.train (data.skip_bad_rows=true)")
-    print(json.dumps(summary, indent=1))
+    _emit(args, summary)
     return 0
 
 
@@ -55,7 +61,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
     encoder = TextEncoder.from_pretrained(args.model)
     metrics = evaluator(lambda texts: encoder.encode(texts, args.batch_size, show_progress=True))
-    print(json.dumps(metrics, indent=1))
+    _emit(args, metrics)
     return 0
 
 
@@ -94,7 +100,7 @@ def _eval_probe(args: argparse.Namespace) -> int:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    _emit(args, report)
     return 0
 
 
@@ -142,7 +148,7 @@ def _eval_video(args: argparse.Namespace) -> int:
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    _emit(args, report)
     return 0
 
 
@@ -344,7 +350,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
         report["retrieval"] = image_text_retrieval(
             encoder.encode_images(paired_images), [row["caption"] for row in paired.rows], encoder
         )
-    print(json.dumps(report, indent=1))
+    _emit(args, report)
     return 0
 
 
@@ -429,7 +435,7 @@ def _zero_shot_audio(args: argparse.Namespace) -> int:
             path: classes[int(row.argmax())] + f" ({float(row.max()):.2f})"
             for path, row in zip(args.audio, scores, strict=True)
         }
-    print(json.dumps(report, indent=1))
+    _emit(args, report)
     return 0
 
 
@@ -446,21 +452,130 @@ def _push(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(f"pushed {args.model_dir}: {url}")
+    if args.json:
+        _emit(args, {"model_dir": args.model_dir, "url": str(url)})
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from mmcontrast.demo import run_demo
 
-    run_demo(args.output_dir)
+    summary = run_demo(args.output_dir)
+    if args.json:
+        _emit(args, summary)
     return 0
 
 
 def _recipe_docs(args: argparse.Namespace) -> int:
     from mmcontrast.recipe import recipe_reference
 
+    if args.json:
+        raise ValueError("--json does not apply to recipe-docs: its output is the markdown of docs/recipes.md")
     print(recipe_reference(), end="")
     return 0
+
+
+def _recipes_list(args: argparse.Namespace) -> int:
+    """``mmcontrast recipes list``: the shipped recipes, one a line, with what data they need from elsewhere."""
+    from mmcontrast.recipe_files import recipes_folder, shipped_recipes
+
+    recipes = shipped_recipes()
+    if args.json:
+        _emit(args, [{"name": r.name, "description": r.description, "data": r.data} for r in recipes])
+        return 0
+    width = max(len(recipe.name) for recipe in recipes)
+    for recipe in recipes:
+        needs = f" [needs: {', '.join(recipe.data)}]" if recipe.data else ""
+        print(f"{recipe.name:<{width}}  {recipe.description}{needs}")
+    print(
+        f"\n{len(recipes)} recipes in {recipes_folder()}; mmcontrast recipes copy NAME [DEST] writes one to edit. "
+        "'needs' lists the data a recipe reads from outside the package: ../ paths are relative to where you run "
+        "mmcontrast train (a clone of the repository next to its shared data), or set data.train=... yourself.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _recipes_copy(args: argparse.Namespace) -> int:
+    """``mmcontrast recipes copy NAME [DEST]``: write a shipped recipe to a file to edit and train from."""
+    from mmcontrast.recipe_files import copy_recipe, find_recipe
+
+    recipe = find_recipe(args.name)
+    path = copy_recipe(recipe.name, args.destination, force=args.force)
+    print(f"wrote {path}" + (f" (it reads {', '.join(recipe.data)}: set them to your data)" if recipe.data else ""))
+    if args.json:
+        _emit(args, {"recipe": recipe.name, "path": str(path), "data": recipe.data})
+    return 0
+
+
+def _mine_negatives(args: argparse.Namespace) -> int:
+    """``mmcontrast mine-negatives``: hard negatives for (anchor, positive) pairs from a corpus, with a text model."""
+    from mmcontrast.evaluation.hard_negatives import mine_hard_negatives, save_table
+    from mmcontrast.evaluation.sources import evaluation_table
+    from mmcontrast.hub.folders import check_model_folder
+    from mmcontrast.modalities.text import TextEncoder
+
+    anchor, positive = args.columns
+    table = evaluation_table(
+        args.data,
+        name="--data",
+        columns=args.columns,
+        columns_hint="Set --columns ANCHOR POSITIVE to the anchor and positive columns of your data.",
+        limit=args.limit,
+    )
+    corpus = None
+    if args.corpus is not None:
+        corpus = evaluation_table(
+            args.corpus,
+            name="--corpus",
+            columns=[args.corpus_column],
+            columns_hint="Set --corpus-column to the text column of the corpus.",
+        )[args.corpus_column]
+    check_model_folder(args.model, "text")
+    encoder = TextEncoder.from_pretrained(args.model)
+    mined = mine_hard_negatives(
+        table[anchor],
+        table[positive],
+        lambda texts: encoder.encode(texts, args.batch_size, show_progress=True, desc="embed"),
+        corpus=corpus,
+        num_negatives=args.num_negatives,
+        range_min=args.range_min,
+        range_max=args.range_max,
+        max_score=args.max_score,
+        margin=args.margin,
+        sampling=args.sampling,
+        seed=args.seed,
+    )
+    path = save_table(mined.rows(args.output_format, args.columns), args.output)
+    summary = {"output": str(path), **mined.summary(args.output_format)}
+    negative_mean = summary["mean_negative_score"]
+    print(
+        f"{summary['rows_in']} rows in ({summary['pairs']} distinct pairs, {summary['anchors']} anchors), corpus of "
+        f"{summary['corpus']} texts -> {summary['rows_out']} {args.output_format} rows in {path}; mean cosine "
+        f"similarity to the anchor: positives {summary['mean_positive_score']:.4f}, negatives "
+        + ("none mined" if negative_mean is None else f"{negative_mean:.4f}")
+        + f"; removed {summary['removed_by_margin']} candidates by --margin, {summary['removed_by_max_score']} by "
+        f"--max-score; {summary['anchors_short_of_negatives']} anchors have fewer than {args.num_negatives} negatives",
+        file=sys.stderr,
+    )
+    _emit(args, summary)
+    return 0
+
+
+def _emit(args: argparse.Namespace, result: Any) -> None:
+    """Print a command's result as JSON on the real standard output (with --json, the only thing printed there)."""
+    print(json.dumps(result, indent=1), file=args.stdout)
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -475,18 +590,22 @@ def _positive_int(text: str) -> int:
 
 
 _DEBUG_HELP = "on an error, print the Python traceback too"
+_JSON_HELP = "print only the result, as one JSON document, on standard output; every other message on standard error"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``mmcontrast`` argument parser; ``--debug`` is accepted before or after the subcommand."""
+    """The ``mmcontrast`` argument parser; ``--debug`` and ``--json`` are accepted before or after the subcommand."""
     parser = argparse.ArgumentParser(prog="mmcontrast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--json", action="store_true", help=_JSON_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=_JSON_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_command(name: str, **options: Any) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[debug], **options)
+        return commands.add_parser(name, parents=[common], description=options.get("help"), **options)
 
     train = add_command("train", help="train from a recipe: mmcontrast train RECIPE.yaml [key=value ...]")
     train.add_argument("recipe", help="a recipes/*.yaml file")
@@ -600,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot.set_defaults(func=_zero_shot)
 
     push = add_command(
-        "push", help="upload a trained model folder to the Hugging Face Hub (token: `hf auth login` or HF_TOKEN)"
+        "push", help="upload a trained model folder to the Hugging Face Hub (token: hf auth login, or HF_TOKEN)"
     )
     push.add_argument("model_dir", help="the model folder of a run (OUTPUT_DIR/model), with its README.md card")
     push.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME of the model repo (created if missing)")
@@ -613,12 +732,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(func=_push)
 
-    demo = add_command("demo", help="the offline demo run by `make demo`")
+    demo = add_command("demo", help="the offline demo (what make demo runs): train a small CLIP on digits")
     demo.add_argument("--output-dir", default="runs/demo")
     demo.set_defaults(func=_demo)
     docs = add_command("recipe-docs", help="print the recipe reference (docs/recipes.md) as markdown")
     docs.set_defaults(func=_recipe_docs)
+    _add_recipes_command(
+        add_command("recipes", help="list the recipe files shipped with mmcontrast, or copy one"), common
+    )
+    _add_mine_negatives_command(
+        add_command("mine-negatives", help="mine hard negatives for (anchor, positive) pairs with a text model")
+    )
     return parser
+
+
+def _add_recipes_command(recipes: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    actions = recipes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", parents=[common], help="name, description and outside data of every shipped recipe"
+    )
+    listing.set_defaults(func=_recipes_list)
+    copy = actions.add_parser("copy", parents=[common], help="write a shipped recipe to a file to edit")
+    copy.add_argument("name", help="the recipe, as recipes list names it (e.g. sbert_pairs)")
+    copy.add_argument("destination", nargs="?", default=".", help="a folder (default: here) or a file name")
+    copy.add_argument("--force", action="store_true", help="overwrite an existing file")
+    copy.set_defaults(func=_recipes_copy)
+
+
+def _add_mine_negatives_command(mine: argparse.ArgumentParser) -> None:
+    mine.add_argument(
+        "--model", required=True, help="a text model folder (sentence-transformers or transformers, a run's model)"
+    )
+    mine.add_argument("--data", required=True, help="a table (csv, tsv, json, jsonl, parquet) of anchor, positive")
+    mine.add_argument(
+        "--columns",
+        nargs=2,
+        default=["anchor", "positive"],
+        metavar=("ANCHOR", "POSITIVE"),
+        help="the anchor and positive columns of --data (default anchor positive)",
+    )
+    mine.add_argument("--corpus", help="a table of candidate texts (default: the positives of --data)")
+    mine.add_argument("--corpus-column", default="text", help="the text column of --corpus (default text)")
+    mine.add_argument("--output", required=True, help="the file written: .jsonl, .json, .csv or .parquet")
+    mine.add_argument(
+        "--output-format",
+        choices=["triplet", "n-tuple"],
+        default="triplet",
+        help="triplet: a row per negative; n-tuple: a row per pair with negative_1 ... negative_N",
+    )
+    mine.add_argument("--num-negatives", type=_positive_int, default=3, help="negatives per anchor (default 3)")
+    mine.add_argument(
+        "--range-min", type=_non_negative_int, default=0, help="skip the most similar candidates: ranks below this"
+    )
+    mine.add_argument("--range-max", type=_positive_int, help="consider ranks below this only (default: all)")
+    mine.add_argument("--max-score", type=float, help="drop candidates with a cosine similarity above this")
+    mine.add_argument(
+        "--margin", type=float, help="drop candidates scoring above the anchor's lowest positive score minus this"
+    )
+    mine.add_argument("--sampling", choices=["top", "random"], default="top", help="the best candidates, or random")
+    mine.add_argument("--seed", type=int, default=0, help="seed of --sampling random")
+    mine.add_argument("--batch-size", type=_positive_int, default=64, help="texts per encoder call")
+    mine.add_argument("--limit", type=_positive_int, help="the first N rows of --data only")
+    mine.set_defaults(func=_mine_negatives)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -697,12 +872,17 @@ def _message(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; an error is one line on standard error (exit 2, or 1 when unexpected): see docs/cli.md."""
+    """Run one command; an error is one line on standard error (exit 2, or 1 when unexpected): see docs/cli.md.
+
+    With ``--json`` everything the command prints goes to standard error while it runs, and its result alone, as
+    JSON, to standard output."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.named = _option_values(parser, args)
+    args.stdout = sys.stdout
     try:
-        return args.func(args)
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"mmcontrast {args.command}: interrupted", file=sys.stderr)
         return 130

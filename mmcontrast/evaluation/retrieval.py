@@ -1,8 +1,16 @@
-"""Retrieval metrics over embeddings: recall@k, MRR@10 and nDCG@10 with cosine similarity.
+"""Retrieval metrics over embeddings: recall@k, hit@k, MRR@10 and nDCG@10 with cosine similarity.
 
-recall@k is the fraction of a query's relevant documents found in its top k (averaged over queries);
-MRR@10 is the reciprocal rank of the first relevant document within the top 10 (0 if none);
-nDCG@10 uses binary relevance: sum over relevant hits of 1/log2(rank + 1), divided by the ideal sum.
+Two definitions of "recall at k" are in use, and they differ when a query has several relevant documents:
+
+- recall@k (information retrieval, sentence-transformers' ``InformationRetrievalEvaluator``): the fraction of a
+  query's relevant documents found in its top k, averaged over queries. A query with 4 relevant documents and 1 of
+  them in its top 5 scores 0.25 at k=5.
+- hit@k (open_clip's and CLIP's "recall@k", also called success@k or top-k accuracy): 1 if at least one relevant
+  document is in the query's top k, else 0, averaged over queries. The same query scores 1.0 at k=5.
+
+With exactly one relevant document per query the two are equal. MRR@10 is the reciprocal rank of the first relevant
+document within the top 10 (0 if none); nDCG@10 uses binary relevance: the sum over relevant hits of
+1/log2(rank + 1), divided by the ideal sum.
 """
 
 from __future__ import annotations
@@ -26,14 +34,15 @@ def retrieval_metrics(
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
 ) -> dict[str, float]:
-    """Metrics of ranking ``corpus`` rows by cosine similarity to each query row."""
+    """Metrics of ranking ``corpus`` rows by cosine similarity to each query row: ``recall@k`` and ``hit@k`` for
+    each ``k`` in ``ks``, ``mrr@10`` and ``ndcg@10`` (definitions in the module docstring)."""
     if queries.shape[0] != len(relevant):
         raise ValueError(f"{queries.shape[0]} queries but {len(relevant)} sets of relevant documents")
     if any(not r for r in relevant):
         raise ValueError("every query needs at least one relevant document")
     depth = min(max([*ks, 10]), corpus.shape[0])
     corpus = F.normalize(corpus.float(), dim=-1)
-    totals = {f"recall@{k}": 0.0 for k in ks} | {"mrr@10": 0.0, "ndcg@10": 0.0}
+    totals = {f"recall@{k}": 0.0 for k in ks} | {f"hit@{k}": 0.0 for k in ks} | {"mrr@10": 0.0, "ndcg@10": 0.0}
     for start in range(0, queries.shape[0], chunk_size):
         block = F.normalize(queries[start : start + chunk_size].float(), dim=-1)
         top = (block @ corpus.T).topk(depth, dim=1).indices.tolist()
@@ -42,6 +51,7 @@ def retrieval_metrics(
             hits = [doc in wanted for doc in ranking]
             for k in ks:
                 totals[f"recall@{k}"] += sum(hits[:k]) / len(wanted)
+                totals[f"hit@{k}"] += float(any(hits[:k]))
             first = next((rank for rank, hit in enumerate(hits[:10], 1) if hit), None)
             totals["mrr@10"] += 1.0 / first if first else 0.0
             dcg = sum(1.0 / math.log2(rank + 1) for rank, hit in enumerate(hits[:10], 1) if hit)
