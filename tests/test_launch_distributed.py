@@ -37,6 +37,26 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _cpu_environment() -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "ACCELERATE_USE_CPU": "1",
+    }
+
+
+def _two_process_launch() -> list[str]:
+    """`accelerate launch` of 2 processes running the CLI; with no GPU visible they run on the CPU over gloo."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "mmcontrast.cli",
+    ]  # fmt: skip
+
+
 def _train_args(model: str, data: Path, output_dir: Path, batch_size: int, *extra: str) -> list[str]:
     return [
         *pairs_training_args(model, data, output_dir),
@@ -56,20 +76,7 @@ def _train_args(model: str, data: Path, output_dir: Path, batch_size: int, *extr
 @pytest.mark.parametrize("loss", ["info_nce", "info_nce_symmetric"])
 def test_two_process_step_equals_one_process_step(no_dropout_bert, pairs_csv, tmp_path, loss):
     extra = ["loss.symmetric=true"] if loss == "info_nce_symmetric" else []
-    # torchrun-style launch of 2 processes; with no GPU visible Accelerate runs them on the CPU over gloo
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "ACCELERATE_USE_CPU": "1",
-    }
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        "-m", "mmcontrast.cli",
-    ]  # fmt: skip
+    env, launch = _cpu_environment(), _two_process_launch()
     two = subprocess.run(
         [*launch, *_train_args(no_dropout_bert, pairs_csv, tmp_path / "two", 4, *extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
@@ -96,19 +103,7 @@ def test_two_process_step_equals_one_process_step(no_dropout_bert, pairs_csv, tm
 def test_two_processes_stop_early_and_keep_the_best_model_together(tiny_bert_path, pairs_csv, tmp_path):
     """Evaluation runs on the main process only; its metrics are broadcast, so both processes stop at the same
     step (no hang, no crash) and the exported model is the kept best one."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "ACCELERATE_USE_CPU": "1",
-    }
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        "-m", "mmcontrast.cli",
-    ]  # fmt: skip
+    env, launch = _cpu_environment(), _two_process_launch()
     control = [
         f"eval.retrieval={pairs_csv}", "eval.retrieval_format=csv", "eval.retrieval_min_score=null",
         "train.max_steps=10", "train.eval_steps=1", "train.lr=3e-3",

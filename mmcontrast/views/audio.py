@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from mmcontrast.modalities.audio import crop_or_pad, normalize_waveforms
-from mmcontrast.views.simclr import ViewsDataset, forked_cpu_rng, view_seed
+from mmcontrast.views.simclr import SeededRows, ViewsDataset, forked_cpu_rng
 
 AudioStep = Callable[[torch.Tensor], torch.Tensor]
 
@@ -306,13 +306,13 @@ class AudioViewsDataset(ViewsDataset):
         if self.key not in row:
             raise KeyError(f"audio views: row {index} has no '{self.key}' (keys: {sorted(row)})")
         waveform = row.pop(self.key)
-        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
+        with forked_cpu_rng(self.row_seed(index)):
             row["views"] = [transform(waveform) for transform in self.transforms]
         row["index"] = index
         return row
 
 
-class CroppedAudio(torch.utils.data.Dataset):
+class CroppedAudio(SeededRows):
     """Rows with an ``audio`` waveform -> the same rows with clips longer than ``length`` cut to a random window of
     ``length`` samples: row ``index`` of epoch ``epoch`` is cut at an offset drawn from a generator seeded by
     ``view_seed(seed, epoch, index)``, so the crops depend on that triple only (not on the DataLoader worker, the
@@ -328,18 +328,12 @@ class CroppedAudio(torch.utils.data.Dataset):
     def __init__(self, rows: Sequence[dict[str, Any]], length: int, *, seed: int = 0, key: str = "audio") -> None:
         if length < 1:
             raise ValueError(f"CroppedAudio: length must be at least 1 sample, got {length}")
-        self.rows, self.length, self.seed, self.key, self.epoch = rows, int(length), int(seed), key, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Cut the crops of epoch ``epoch`` from now on."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        super().__init__(rows, seed, key)
+        self.length = int(length)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.rows[index])
-        generator = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(self.row_seed(index))
         row[self.key] = crop_or_pad(torch.as_tensor(row[self.key]), self.length, train=True, generator=generator)
         return row
 

@@ -192,7 +192,36 @@ def forked_cpu_rng(seed: int) -> Iterator[None]:
         generator.set_state(state)
 
 
-class ViewsDataset(torch.utils.data.Dataset):
+class SeededRows(torch.utils.data.Dataset):
+    """Rows whose random treatment (views, an augmentation, a crop) is drawn from ``view_seed(seed, epoch, index)``:
+    the base of the view datasets. The engine calls :meth:`set_epoch` before each epoch (and rebuilds its
+    DataLoader, so workers see it).
+
+    Args:
+        rows: indexable rows, each a dict with a ``key`` field.
+        seed: base seed.
+        key: the row field that is treated.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], seed: int = 0, key: str = "image") -> None:
+        self.rows = rows
+        self.seed = int(seed)
+        self.key = key
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the treatment of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def row_seed(self, index: int) -> int:
+        """The seed of row ``index`` in the current epoch."""
+        return view_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class ViewsDataset(SeededRows):
     """Rows with an ``image`` (or another ``key``) -> rows with ``views``: a list of augmented views of it.
 
     Row ``index`` of epoch ``epoch`` is transformed with torch's CPU generator seeded by
@@ -230,35 +259,25 @@ class ViewsDataset(torch.utils.data.Dataset):
             transforms = list(views)
             if len(transforms) < 2:
                 raise ValueError(f"views: give at least two transforms, got {len(transforms)}")
-        self.rows = rows
+        super().__init__(rows, seed, key)
         self.transforms = transforms
-        self.seed = int(seed)
-        self.key = key
-        self.epoch = 0
 
     @property
     def num_views(self) -> int:
         return len(self.transforms)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the views of epoch ``epoch`` from now on."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.rows[index])
         if self.key not in row:
             raise KeyError(f"views: row {index} has no {self.key!r} (keys: {sorted(row)}); pass key= to name its field")
         value = row.pop(self.key)
-        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
+        with forked_cpu_rng(self.row_seed(index)):
             row["views"] = [transform(value) for transform in self.transforms]
         row["index"] = index
         return row
 
 
-class AugmentedDataset(torch.utils.data.Dataset):
+class AugmentedDataset(SeededRows):
     """Rows -> the same rows with one augmented version of their ``image`` (or another ``key``): the training
     augmentation of paired data (CLIP), where the positive is the caption, not a second view.
 
@@ -277,21 +296,11 @@ class AugmentedDataset(torch.utils.data.Dataset):
     def __init__(
         self, rows: Sequence[dict[str, Any]], transform: Callable[[Any], Any], seed: int = 0, *, key: str = "image"
     ) -> None:
-        self.rows = rows
+        super().__init__(rows, seed, key)
         self.transform = transform
-        self.seed = int(seed)
-        self.key = key
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the augmentation of epoch ``epoch`` from now on."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = dict(self.rows[index])
-        with forked_cpu_rng(view_seed(self.seed, self.epoch, index)):
+        with forked_cpu_rng(self.row_seed(index)):
             row[self.key] = self.transform(row[self.key])
         return row
