@@ -78,7 +78,7 @@ def scores(train_x: torch.Tensor, train_y: list[int], test_x: torch.Tensor, test
     return {
         "knn": knn_accuracy(train_x, train_y, test_x, test_y, k=20),
         "linear": linear_probe_accuracy(train_x, train_y, test_x, test_y),
-        "std": normalised_std(test_x),
+        "std": float(normalised_std(test_x)),
         "effective_rank": effective_rank(test_x),
     }
 

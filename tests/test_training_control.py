@@ -277,3 +277,22 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_bert_path):
 def test_gradient_checkpointing_on_a_method_without_towers_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"train.gradient_checkpointing.*no tower of Regression"):
         Trainer(Regression(), _data(), config=_config(gradient_checkpointing=True), output_dir=tmp_path)
+
+
+def test_tensor_metrics_are_read_only_when_logged(tmp_path):
+    """Methods report device tensors as metrics (no wait per step); the log holds them as numbers."""
+    seen: list[object] = []
+
+    class WithMetric(Regression):
+        def loss(self, embeddings, batch):
+            output = super().loss(embeddings, batch)
+            metric = embeddings["prediction"].detach().mean()
+            seen.append(metric)
+            return output._replace(metrics={"mean_prediction": metric})
+
+    trainer = Trainer(WithMetric(), _data(), config=_config(max_steps=4, logging_steps=2), output_dir=tmp_path)
+    log = [r for r in trainer.train().log_history if "loss" in r]
+    assert all(isinstance(m, torch.Tensor) for m in seen)
+    assert [r["step"] for r in log] == [2, 4]
+    assert [r["mean_prediction"] for r in log] == [float(seen[1]), float(seen[3])]  # the interval's last batch
+    assert json.loads((tmp_path / "training_log.json").read_text())[0]["mean_prediction"] == log[0]["mean_prediction"]

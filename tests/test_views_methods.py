@@ -319,8 +319,8 @@ def test_heads_as_the_papers_build_them():
 
 
 def test_normalised_std_is_zero_when_collapsed_and_near_one_over_sqrt_d_when_spread():
-    assert normalised_std(torch.ones(100, 64)) == pytest.approx(0.0, abs=1e-7)
-    assert normalised_std(torch.randn(20000, 64)) == pytest.approx(1 / 8, rel=0.02)
+    assert float(normalised_std(torch.ones(100, 64))) == pytest.approx(0.0, abs=1e-7)
+    assert float(normalised_std(torch.randn(20000, 64))) == pytest.approx(1 / 8, rel=0.02)
 
 
 # ---------------------------------------------------------------- recipes

@@ -459,7 +459,7 @@ class Trainer:
                         "loss": float(loss) / accelerator.num_processes,
                         "lr": self.scheduler.get_last_lr()[0],
                         "rows_per_second": window_rows * accelerator.num_processes / max(elapsed, 1e-9),
-                        **(output.metrics or {}),
+                        **{name: float(value) for name, value in (output.metrics or {}).items()},
                     }
                     self.log_history.append(record)
                     accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=step)

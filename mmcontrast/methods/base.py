@@ -33,11 +33,13 @@ def check_finite_embeddings(embeddings: dict[str, torch.Tensor]) -> None:
 class LossOutput(NamedTuple):
     """A scalar training loss and the metrics to log beside it.
 
-    A tuple, so that DistributedDataParallel finds the loss tensor in what ``forward`` returns.
+    A tuple, so that DistributedDataParallel finds the loss tensor in what ``forward`` returns. Metric values are
+    numbers or detached 0-dim tensors; prefer tensors for anything computed on the device: the engine reads them
+    only at the logging interval, so a step never waits for the device to report a metric.
     """
 
     loss: torch.Tensor
-    metrics: dict[str, float] | None = None
+    metrics: dict[str, float | torch.Tensor] | None = None
 
 
 class Method(nn.Module):

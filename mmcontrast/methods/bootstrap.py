@@ -75,7 +75,7 @@ class SimSiam(ViewsMethod):
         predictions, targets = embeddings["predictions"], self.targets(embeddings, batch)
         pairs = list(permutations(range(predictions.shape[1]), 2))
         value = sum(negative_cosine(predictions[:, a], targets[:, b]) for a, b in pairs) / len(pairs)
-        return LossOutput(value, {"projection_std": normalised_std(embeddings["projections"])})  # type: ignore[arg-type]
+        return LossOutput(value, {"projection_std": normalised_std(embeddings["projections"])})
 
 
 class BYOL(SimSiam):

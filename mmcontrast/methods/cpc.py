@@ -165,7 +165,7 @@ class CPC(Method):
             else {"similarity": "cosine", "normalize_by_dim": False, "temperature": self.temperature}
         )
         output = cpc_info_nce(predictions, frames, indices, gather=self.gather, **scoring)
-        accuracy = output.step_accuracy.detach().float().tolist()
+        accuracy = output.step_accuracy.detach().float()
         metrics = {f"accuracy_step{k + 1}": value for k, value in enumerate(accuracy)}
-        metrics["accuracy"] = sum(accuracy) / len(accuracy)
+        metrics["accuracy"] = accuracy.mean()
         return LossOutput(output.loss, metrics)

@@ -127,7 +127,7 @@ class MemoryBankNCE(ViewsMethod):
         )
         if self.training:
             self._pending.append((indices, F.normalize(projections.detach().float(), dim=-1).mean(dim=1)))
-        return LossOutput(value, {"projection_std": normalised_std(projections)})  # type: ignore[arg-type]
+        return LossOutput(value, {"projection_std": normalised_std(projections)})
 
     def softmax_loss(self, projections: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The non-parametric softmax over all entries, ``-log P(i | v)``, averaged over views and rows."""

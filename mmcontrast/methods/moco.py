@@ -154,7 +154,7 @@ class MoCo(ViewsMethod):
             value = sum(info_nce(queries[:, a], keys[:, b], scale=scale, gather=self.gather) for a, b in pairs)
             value = value * 2 * self.temperature / (len(pairs) / 2)
         metrics = {"projection_std": normalised_std(queries), "momentum": self.last_momentum}
-        return LossOutput(value, metrics)  # type: ignore[arg-type]
+        return LossOutput(value, metrics)
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Enqueue the keys of the step's batches (v2), then move the key encoder towards the online one."""

@@ -238,7 +238,7 @@ class TwoTower(Method):
                 normalize=False,
                 gather=self.gather,
             )
-            metrics = {"logit_scale": float(scale.detach()), "logit_bias": float(self.logit_bias.detach())}
+            metrics = {"logit_scale": scale.detach(), "logit_bias": self.logit_bias.detach()}
             return LossOutput(value, metrics)
         value = info_nce(
             embeddings[first],
@@ -249,7 +249,7 @@ class TwoTower(Method):
             labels=batch.get("positive_ids"),
             gather=self.gather,
         )
-        return LossOutput(value, {"logit_scale": float(scale.detach())})
+        return LossOutput(value, {"logit_scale": scale.detach()})
 
     @torch.no_grad()
     def encode(self, modality: str, items: Sequence[Any], batch_size: int = 128) -> torch.Tensor:

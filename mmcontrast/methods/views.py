@@ -246,11 +246,12 @@ class ViewsMethod(Method):
         return self.unflat(head(self.features(values, mask)), shape)
 
 
-def normalised_std(projections: torch.Tensor) -> float:
+def normalised_std(projections: torch.Tensor) -> torch.Tensor:
     """The collapse check of SimSiam (Chen & He 2021, Sec. 4.1): the std over samples of the L2-normalised
-    projections, averaged over dimensions. About ``1 / sqrt(d)`` for well spread projections, 0 when collapsed."""
+    projections, averaged over dimensions (a 0-dim tensor on the projections' device). About ``1 / sqrt(d)`` for
+    well spread projections, 0 when collapsed."""
     unit = torch.nn.functional.normalize(projections.detach().float().reshape(-1, projections.shape[-1]), dim=-1)
-    return float(unit.std(dim=0).mean()) if unit.shape[0] > 1 else 0.0
+    return unit.std(dim=0).mean() if unit.shape[0] > 1 else unit.new_zeros(())
 
 
 class ProjectedViews(ViewsMethod):
@@ -282,5 +283,5 @@ class ProjectedViews(ViewsMethod):
         with torch.no_grad():
             unit = torch.nn.functional.normalize(projections.detach().float(), dim=-1)
             positive = torch.stack([(unit[:, a] * unit[:, b]).sum(-1).mean() for a, b in pairs]).mean()
-        metrics = {"positive_cosine": float(positive), "projection_std": normalised_std(projections)}
-        return LossOutput(value, metrics)  # type: ignore[arg-type]
+        metrics = {"positive_cosine": positive, "projection_std": normalised_std(projections)}
+        return LossOutput(value, metrics)
