@@ -65,7 +65,7 @@ from mmcontrast.data.video import (
     grid_length,
     probe_video,
 )
-from mmcontrast.views.simclr import forked_cpu_rng, view_seed
+from mmcontrast.views.simclr import SeededRows, forked_cpu_rng, view_seed
 
 ClipAugment = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("cvrl", "same")
@@ -269,20 +269,17 @@ class _FrameSource:
         return torch.cat(frames)
 
 
-class _SeededItems(torch.utils.data.Dataset):
+class _SeededItems(SeededRows):
     """Shared seeding: ``_make(index, rng)`` runs under the CPU generator forked and seeded by (seed, epoch, index)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], seed: int, size: Size, cache: FrameCache | None) -> None:
-        self.rows, self.seed, self.size, self.cache, self.epoch = rows, int(seed), size, cache, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the items of epoch ``epoch`` from now on."""
-        self.epoch = int(epoch)
+        super().__init__(rows, seed, key="video")
+        self.size, self.cache = size, cache
 
     def _seeded(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"{type(self).__name__}: index {index} out of range for {len(self)} items")
-        item_seed = view_seed(self.seed, self.epoch, index)
+        item_seed = self.row_seed(index)
         with forked_cpu_rng(item_seed):
             return self._make(index, np.random.default_rng(item_seed))
 
@@ -350,9 +347,6 @@ class VideoClipViews(_SeededItems):
         super().__init__(rows, seed, size, cache)
         self.sampling, self.augment, self.num_views, self.mode = sampling, augment, int(num_views), mode
         self.max_gap, self.power, self.camera = max_gap, float(power), camera
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def _starts(self, length: int, rng: np.random.Generator) -> list[int]:
         free = max(0, length - self.sampling.num_frames)  # the last start where a whole clip fits
