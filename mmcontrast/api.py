@@ -26,14 +26,10 @@ from mmcontrast.engine.trainer import Trainer, TrainingResult
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.recipe import check_recipe, load_recipe
 from mmcontrast.recipes.base import RecipeBase
+from mmcontrast.recipes.sbert import SENTENCE_TRANSFORMERS_USAGE
 from mmcontrast.run_recipe import export_folder, train_recipe
 
 __all__ = ["check_recipe", "load_recipe", "save_model", "train"]
-
-_SENTENCE_TRANSFORMERS_USAGE = """from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{path}")
-print(model.encode(["A sentence to embed."]).shape)"""
 
 _PIPELINE_USAGE = """from transformers import pipeline
 
@@ -92,7 +88,7 @@ def save_model(trainer: Trainer, result: TrainingResult, directory: str | Path |
     method = trainer.method.eval()
     final = Path(directory) if directory is not None else trainer.output_dir / "model"
     if isinstance(method, SentenceBERT):
-        library, task, usage = "sentence-transformers", "sentence-similarity", _SENTENCE_TRANSFORMERS_USAGE
+        library, task, usage = "sentence-transformers", "sentence-similarity", SENTENCE_TRANSFORMERS_USAGE
 
         def write(folder: Path) -> None:
             method.encoder.save_pretrained(folder)

@@ -64,6 +64,8 @@ def load_recipe(
 
 
 def _plain_copy(tree: Any) -> Any:
+    """A copy of ``tree`` as the YAML reader gives it: mappings as dicts, tuples as lists (``adam_betas=(0.9, 0.98)``
+    set in Python), so that the caller's objects are never changed and the typed checks see YAML's types."""
     if isinstance(tree, Mapping):
         return {key: _plain_copy(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):

@@ -7,7 +7,7 @@ refuses a precision the machine cannot honour instead of silently training in an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -125,6 +125,18 @@ class TrainingConfig:
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: KeepBestConfig = field(default_factory=KeepBestConfig)
+
+
+def sampler_sharding(config: TrainingConfig) -> dict[str, Any]:
+    """The seed, drop_last and process layout (``num_replicas``, ``rank``) every batch sampler of a run takes
+    (:mod:`mmcontrast.data.samplers`)."""
+    state = process_state()
+    return {
+        "seed": config.seed,
+        "drop_last": config.drop_last,
+        "num_replicas": state.num_processes,
+        "rank": state.process_index,
+    }
 
 
 def check_hardware(config: TrainingConfig, source: str = "train config") -> None:

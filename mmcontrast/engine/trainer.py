@@ -55,10 +55,10 @@ from transformers import get_scheduler
 from mmcontrast.data.samplers import ShuffledBatchSampler
 from mmcontrast.engine.callbacks import EarlyStopping, KeepBest, TrainerCallback
 from mmcontrast.engine.checkpoints import CheckpointError, load_checkpoint, read_state, resolve_resume, save_checkpoint
-from mmcontrast.engine.config import TrainingConfig, check_hardware
+from mmcontrast.engine.config import TrainingConfig, check_hardware, sampler_sharding
 from mmcontrast.engine.divergence import DivergenceWatch
 from mmcontrast.engine.fingerprint import RESUMABLE_TRAIN_KEYS, differences, run_fingerprint
-from mmcontrast.engine.processes import process_state, use_cpu
+from mmcontrast.engine.processes import use_cpu
 from mmcontrast.engine.run_folder import RunFolder, prepare_run_folder
 from mmcontrast.methods.base import LossOutput, Method, NonFiniteError
 from mmcontrast.typed_config import ConfigError, check_ranges
@@ -177,7 +177,9 @@ class Trainer:
         )
         set_seed(config.seed)
         self.dataset = dataset
-        self.batch_sampler = batch_sampler if batch_sampler is not None else _default_sampler(len(dataset), config)
+        if batch_sampler is None:  # rows shuffled by (seed, epoch), sharded over the processes
+            batch_sampler = ShuffledBatchSampler(len(dataset), config.batch_size, **sampler_sharding(config))
+        self.batch_sampler = batch_sampler
         if config.gradient_checkpointing:
             _enable_gradient_checkpointing(method)
         self.collate = (
@@ -532,19 +534,6 @@ def _tracker_names(names: Sequence[str]) -> list[str]:
                 "(or leave it out of train.report_to)"
             )
     return list(dict.fromkeys(names))
-
-
-def _default_sampler(num_rows: int, config: TrainingConfig) -> ShuffledBatchSampler:
-    """Rows shuffled by ``(seed, epoch)`` into batches of ``batch_size``, sharded over the processes."""
-    state = process_state()
-    return ShuffledBatchSampler(
-        num_rows,
-        config.batch_size,
-        seed=config.seed,
-        drop_last=config.drop_last,
-        num_replicas=state.num_processes,
-        rank=state.process_index,
-    )
 
 
 def _enable_gradient_checkpointing(method: Method) -> None:

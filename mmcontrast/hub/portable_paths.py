@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +21,39 @@ def portable_paths(tree: Any, run_dir: Path) -> Any:
     existing local file or folder rewritten relative to the run folder ``run_dir``, so that no absolute local path
     reaches a model card, a model config or the Hub; hub names, `sklearn:digits` and other values stay as written.
     :func:`resolve_portable_paths` turns them back into usable paths."""
+    run_dir = run_dir.resolve()
+
+    def relative(path: str) -> str:
+        if not os.path.exists(path):
+            return path
+        return Path(os.path.relpath(Path(path).resolve(), run_dir)).as_posix()
+
+    return _map_paths(tree, relative)
+
+
+def resolve_portable_paths(tree: Any, run_dir: Path) -> Any:
+    """The inverse of :func:`portable_paths` for a recipe stored in a model folder: relative strings that name an
+    existing file or folder from ``run_dir`` become absolute paths; everything else stays as stored."""
+
+    def absolute(path: str) -> str:
+        return str((run_dir / path).resolve()) if not os.path.isabs(path) and (run_dir / path).exists() else path
+
+    return _map_paths(tree, absolute)
+
+
+def _map_paths(tree: Any, rewrite: Callable[[str], str]) -> Any:
+    """``tree`` with ``rewrite`` applied to every path-like string in it, however deep in dicts and lists."""
     if isinstance(tree, dict):
-        return {key: portable_paths(value, run_dir) for key, value in tree.items()}
+        return {key: _map_paths(value, rewrite) for key, value in tree.items()}
     if isinstance(tree, list):
-        return [portable_paths(value, run_dir) for value in tree]
-    if _path_like(tree) and os.path.exists(tree):
-        return Path(os.path.relpath(Path(tree).resolve(), run_dir.resolve())).as_posix()
-    return tree
+        return [_map_paths(value, rewrite) for value in tree]
+    return rewrite(tree) if _path_like(tree) else tree
 
 
 def _path_like(value: Any) -> bool:
     """A string shaped like a path (absolute, with a separator, or a file name with a suffix), so that a value
     such as ``train`` is never taken for a folder of that name."""
     return isinstance(value, str) and bool(value) and ("/" in value or os.path.isabs(value) or bool(Path(value).suffix))
-
-
-def resolve_portable_paths(tree: Any, run_dir: Path) -> Any:
-    """The inverse of :func:`portable_paths` for a recipe stored in a model folder: relative strings that name an
-    existing file or folder from ``run_dir`` become absolute paths; everything else stays as stored."""
-    if isinstance(tree, dict):
-        return {key: resolve_portable_paths(value, run_dir) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [resolve_portable_paths(value, run_dir) for value in tree]
-    if _path_like(tree) and not os.path.isabs(tree) and (run_dir / tree).exists():
-        return str((run_dir / tree).resolve())
-    return tree
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/])/[^\s`'\"<>()\[\]]+")

@@ -14,7 +14,7 @@ from mmcontrast.data.samplers import (
     NoDuplicatesBatchSampler,
     ShuffledBatchSampler,
 )
-from mmcontrast.engine.processes import process_state
+from mmcontrast.engine.config import sampler_sharding
 from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
 from mmcontrast.hub.portable_paths import portable_paths
 from mmcontrast.methods.base import Method
@@ -101,17 +101,6 @@ class RecipeParts:
     skipped_rows: int = 0
 
 
-def _sharding(train: TrainingConfig) -> dict[str, Any]:
-    """The seed, drop_last and process layout every batch sampler of a recipe takes."""
-    state = process_state()
-    return {
-        "seed": train.seed,
-        "drop_last": train.drop_last,
-        "num_replicas": state.num_processes,
-        "rank": state.process_index,
-    }
-
-
 def batch_sampler(
     train: TrainingConfig,
     num_rows: int,
@@ -131,17 +120,17 @@ def batch_sampler(
                 "key 'train.group_by_length' is true together with the no-duplicates rule of in-batch negatives "
                 "(data.no_duplicates, on by default for info_nce), which it cannot honour yet: set one of them false"
             )
-        return LengthGroupedBatchSampler(lengths, train.batch_size, **_sharding(train))
+        return LengthGroupedBatchSampler(lengths, train.batch_size, **sampler_sharding(train))
     if keys is not None:
-        return NoDuplicatesBatchSampler(keys, train.batch_size, **_sharding(train))
-    return ShuffledBatchSampler(num_rows, train.batch_size, **_sharding(train))
+        return NoDuplicatesBatchSampler(keys, train.batch_size, **sampler_sharding(train))
+    return ShuffledBatchSampler(num_rows, train.batch_size, **sampler_sharding(train))
 
 
 def grouped_batch_sampler(train: TrainingConfig, groups: Sequence[Any]) -> GroupedBatchSampler:
     """Seeded batch sampler sharded over the processes whose batches each hold rows of one group (a speaker)."""
     if train.group_by_length:
         raise ConfigError("key 'train.group_by_length' is true, but this recipe batches rows by speaker: set it false")
-    return GroupedBatchSampler(groups, train.batch_size, **_sharding(train))
+    return GroupedBatchSampler(groups, train.batch_size, **sampler_sharding(train))
 
 
 def transformers_config(options: dict[str, Any], key: str) -> Any:
