@@ -65,7 +65,7 @@ def train_recipe(
             "global_step": result.global_step,
             "metrics": result.final_metrics,
             "best_step": result.best_step,
-            "skipped_rows": parts.skipped_rows,
+            "skipped_rows": parts.skipped_rows + result.skipped_samples,  # read up front, or skipped in the stream
             "model_dir": str(output_dir / "model"),
         }
         if state.is_main_process:

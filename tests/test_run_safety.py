@@ -255,6 +255,34 @@ def test_a_live_run_holds_the_folder_and_a_killed_one_is_taken_over(tmp_path, ca
     assert (tmp_path / LOCK_FILE).read_text() == ""  # released at the end of the run
 
 
+_HOLDER_WITH_WORKER = """
+import os, sys, time
+from mmcontrast.engine.run_folder import RunFolder
+with RunFolder(sys.argv[1]):
+    worker = os.fork()
+    if worker == 0:  # a DataLoader worker: forked while the lock is held, it outlives its parent for a while
+        time.sleep(60)
+        os._exit(0)
+    print("locked", worker, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_run_whose_forked_worker_lives_on_is_taken_over(tmp_path, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER_WITH_WORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    _, worker = holder.stdout.readline().split()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    try:
+        with RunFolder(tmp_path):  # the worker still has the lock file open, but the lock was the killed run's
+            pass
+    finally:
+        os.kill(int(worker), signal.SIGKILL)
+    assert f"taking over the lock of a run that ended (pid {holder.pid}" in capsys.readouterr().out
+
+
 def test_lock_is_reentrant_in_one_process(tmp_path):
     with RunFolder(tmp_path), RunFolder(tmp_path):
         _trainer(tmp_path, max_steps=1).train()

@@ -9,6 +9,7 @@ by :func:`mmcontrast.data.tables.read_records`, so that its errors name the file
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample
 from mmcontrast.data.tables import RECORD_SUFFIXES, read_records
 from mmcontrast.modalities.image import to_rgb
 
@@ -187,3 +189,47 @@ def load_image_rows(
     if Path(source).is_file():
         return captioned_table(source, image_column=image_column, caption_column=caption_column)
     return image_folder(source, caption_column=caption_column)
+
+
+class StreamedImageTextRows:
+    """A streamed (image, caption) row as the CLIP method takes it: ``{"image": RGB PIL image, "caption": str}``.
+
+    The image is a column's ``{"bytes", "path"}`` (a webdataset tar member or a parquet image column), raw bytes,
+    or a file path. Columns not in a sample fall back to webdataset's member names: the first image suffix
+    (``jpg``, ``png``...) for the image, ``txt`` for the caption. An image that does not decode, or a missing or
+    empty caption, raises :class:`~mmcontrast.data.streaming.BadSample` (the stream skips and counts it).
+    """
+
+    def __init__(self, image_column: str, caption_column: str) -> None:
+        self.image_column, self.caption_column = image_column, caption_column
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        image_field = _field(raw, self.image_column, tuple(s[1:] for s in sorted(IMAGE_SUFFIXES)), "data.image_column")
+        caption_field = _field(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
+        caption = raw[caption_field]
+        if not isinstance(caption, str) or not caption.strip():
+            raise BadSample(f"caption '{caption_field}' is missing or empty")
+        value = raw[image_field]
+        if value is None:
+            raise BadSample(f"image '{image_field}' is missing")
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        try:
+            with Image.open(io.BytesIO(value) if isinstance(value, bytes) else value) as image:
+                image.load()
+                return {"image": to_rgb(image), "caption": caption}
+        except Exception as error:  # PIL raises many types for a damaged image
+            raise BadSample(f"image '{image_field}' does not decode: {type(error).__name__}: {error}") from error
+
+
+def _field(raw: dict[str, Any], column: str, fallbacks: Sequence[str], key: str) -> str:
+    """``column`` if the row has it, else the first of ``fallbacks`` it has (webdataset member names)."""
+    if column in raw:
+        return column
+    for name in fallbacks:
+        if name in raw:
+            return name
+    fields = sorted(name for name in raw if not name.startswith("__"))
+    raise ValueError(
+        f"the streamed rows have no column '{column}' (nor {', '.join(fallbacks)}): set {key} to one of {fields}"
+    )

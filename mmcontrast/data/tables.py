@@ -375,7 +375,7 @@ def _where(table: datasets.Dataset, row: int) -> str:
     return f"line {lines[row]}, row {row}" if lines is not None else f"row {row}"
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A score as a float: a number, or text that spells one; None for anything else."""
     if isinstance(value, bool):
         return None
@@ -448,7 +448,7 @@ def _scoring_at_least(table: datasets.Dataset, min_score: float, score_column: s
     for row, value in enumerate(table[score_column]):
         if value is None:
             continue
-        number = _as_number(value)
+        number = as_number(value)
         if number is None:
             raise ValueError(
                 f"{source}: {_where(table, row)}: score column '{score_column}' holds {value!r}, not a number; "
@@ -491,22 +491,10 @@ def check_columns(
                 "Set data.columns (and data.score_column) to the names in your data."
             )
     bad = BadRows([], [])
-    texts = {column: table[column] for column in text_columns}
-    scores = table[score_column] if score_column else None
+    columns = {column: table[column] for column in wanted}
     for row in range(len(table)):
-        reason = None
-        for column in text_columns:
-            value = texts[column][row]
-            if value is None:
-                reason = f"text column '{column}' is missing (null)"
-            elif not isinstance(value, str):
-                reason = f"text column '{column}' holds {type(value).__name__} {value!r}, not text"
-            elif not value.strip():
-                reason = f"text column '{column}' is empty"
-            if reason:
-                break
-        if reason is None and scores is not None:
-            reason = _score_problem(scores[row], score_column, score_max)  # type: ignore[arg-type]
+        values = {column: cells[row] for column, cells in columns.items()}
+        reason = row_problem(values, text_columns, score_column=score_column, score_max=score_max)
         if reason:
             bad.indices.append(row)
             if len(bad.reasons) < 5:
@@ -514,8 +502,30 @@ def check_columns(
     return bad
 
 
+def row_problem(
+    row: dict[str, Any],
+    text_columns: Sequence[str],
+    *,
+    score_column: str | None = None,
+    score_max: float | None = None,
+) -> str | None:
+    """Why a row cannot be trained on (a text missing, not text or empty; a score that is no finite number, or
+    outside ``[0, score_max]``), or None for a good row."""
+    for column in text_columns:
+        value = row.get(column)
+        if value is None:
+            return f"text column '{column}' is missing (null)"
+        if not isinstance(value, str):
+            return f"text column '{column}' holds {type(value).__name__} {value!r}, not text"
+        if not value.strip():
+            return f"text column '{column}' is empty"
+    if score_column is not None:
+        return _score_problem(row.get(score_column), score_column, score_max)
+    return None
+
+
 def _score_problem(value: Any, column: str, score_max: float | None) -> str | None:
-    number = _as_number(value)
+    number = as_number(value)
     if number is None:
         return f"score column '{column}' holds {value!r}, not a number"
     if not math.isfinite(number):
@@ -549,7 +559,7 @@ def clean_table(
         drop = set(bad.indices)
         table = _select(table, [i for i in range(len(table)) if i not in drop])
     if score_column is not None and getattr(table.features[score_column], "dtype", None) in ("string", "large_string"):
-        numbers = [_as_number(value) for value in table[score_column]]
+        numbers = [as_number(value) for value in table[score_column]]
         converted = table.remove_columns(score_column).add_column(score_column, numbers)
         converted = converted.select_columns(table.column_names)
         if table in _ROW_LINES:

@@ -1,8 +1,9 @@
 """A run folder belongs to one run: a lock held for the run's lifetime, and no silent reuse of another run's output.
 
-The lock is an exclusive ``flock`` on ``OUTPUT_DIR/.mmcontrast-run.lock``, taken by the main process. The kernel
-drops it when the holding process ends, however it ends, so the lock of a killed run is stale at once and the
-next run takes it over (and says whose it was). The file records the holder (pid, host, start time, command) for
+The lock is an exclusive POSIX record lock (``lockf``) on ``OUTPUT_DIR/.mmcontrast-run.lock``, taken by the main
+process. The kernel drops it when the holding process ends, however it ends, so the lock of a killed run is stale at
+once and the next run takes it over (and says whose it was). Unlike a ``flock``, it is not shared with the
+processes the run forks (DataLoader workers), which may outlive a killed run by a few seconds. The file records the holder (pid, host, start time, command) for
 the message a second run gets while the first is alive.
 
 A run that starts afresh in a folder holding another run's checkpoints or model refuses, unless it resumes from
@@ -79,8 +80,8 @@ class RunFolder:
         path = self.output_dir / LOCK_FILE
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN / EACCES: another process holds it
             holder = _describe(os.pread(descriptor, 4096, 0))
             os.close(descriptor)
             return (
@@ -112,7 +113,7 @@ class RunFolder:
             if self.output_dir in _held:
                 descriptor = _held.pop(self.output_dir)
                 os.ftruncate(descriptor, 0)
-                os.close(descriptor)  # closing drops the flock
+                os.close(descriptor)  # closing drops the lock
 
 
 def _describe(raw: bytes) -> str:

@@ -10,9 +10,11 @@ model: :mod:`mmcontrast.engine.callbacks`), atomic checkpoints and exact resume.
 
 Resume is exact: the data order of an epoch is a function of ``(seed, epoch)`` (the batch sampler), the
 RNG states, optimizer and scheduler come back from the checkpoint, and the loop skips the batches already
-seen in the interrupted epoch. Resume is also checked: the checkpoint must be valid (its manifest), must come
-from the same recipe (its fingerprint, see :mod:`mmcontrast.engine.fingerprint`) and must not lie beyond the
-run's last step. The run folder is locked for the run's lifetime (:mod:`mmcontrast.engine.run_folder`).
+seen in the interrupted epoch. Streamed data (:class:`~mmcontrast.data.streaming.StreamedBatches`) is read by
+torchdata's ``StatefulDataLoader``, whose state (every worker's position in the stream) goes into the
+checkpoint. Resume is also checked: the checkpoint must be valid (its manifest), must come from the same recipe
+(its fingerprint, see :mod:`mmcontrast.engine.fingerprint`) and must not lie beyond the run's last step. The run
+folder is locked for the run's lifetime (:mod:`mmcontrast.engine.run_folder`).
 
 Divergence is caught by the engine: non-finite embeddings, loss or gradients stop the run with the step and
 the learning rate, and a run whose weights end non-finite or exploded is refused before anything is exported.
@@ -31,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +48,17 @@ from accelerate.utils import (
     ProjectConfiguration,
     broadcast_object_list,
     find_batch_size,
+    gather_object,
     send_to_device,
     set_seed,
 )
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from mmcontrast.data.samplers import ShuffledBatchSampler
+from mmcontrast.data.streaming import StreamedBatches
 from mmcontrast.engine.callbacks import EarlyStopping, KeepBest, TrainerCallback
 from mmcontrast.engine.checkpoints import CheckpointError, load_checkpoint, read_state, resolve_resume, save_checkpoint
 from mmcontrast.engine.config import TrainingConfig, check_hardware, sampler_sharding
@@ -79,13 +85,14 @@ Evaluator = Callable[[Method], dict[str, float]]
 
 @dataclass
 class TrainingResult:
-    """What a run did: steps taken, the logged history, the last evaluation and, with `train.keep_best`, the step
-    whose model was kept (its metrics are then ``final_metrics``)."""
+    """What a run did: steps taken, the logged history, the last evaluation, with `train.keep_best` the step
+    whose model was kept (its metrics are then ``final_metrics``), and the bad samples a stream skipped."""
 
     global_step: int
     log_history: list[dict[str, Any]] = field(default_factory=list)
     final_metrics: dict[str, float] = field(default_factory=dict)
     best_step: int | None = None
+    skipped_samples: int = 0
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -116,10 +123,12 @@ class Trainer:
     Args:
         method: what to train.
         dataset: rows indexable by integer (a ``datasets.Dataset`` or a list); its ``set_epoch(epoch)``, if
-            any, is called before each epoch (the DataLoader is rebuilt per epoch, so workers see it).
+            any, is called before each epoch (the DataLoader is rebuilt per epoch, so workers see it). Or streamed
+            batches (:class:`~mmcontrast.data.streaming.StreamedBatches`, built for ``config.num_workers``): the
+            run then lasts ``config.max_steps``, or ``config.epochs`` when the stream knows its rows.
         batch_sampler: yields lists of row indices for this process and has ``set_epoch(epoch)``
             (see :mod:`mmcontrast.data.samplers`); default: rows shuffled by ``(seed, epoch)`` into batches of
-            ``config.batch_size``, sharded over the processes.
+            ``config.batch_size``, sharded over the processes. None for streamed data.
         config: training settings (default: :class:`TrainingConfig`'s defaults); checked like a recipe's
             `train:` section.
         output_dir: run folder: ``checkpoints/``, ``logs/`` (trackers), ``training_log.json``.
@@ -177,7 +186,11 @@ class Trainer:
         )
         set_seed(config.seed)
         self.dataset = dataset
-        if batch_sampler is None:  # rows shuffled by (seed, epoch), sharded over the processes
+        self.streamed = isinstance(dataset, StreamedBatches)
+        if self.streamed:
+            if batch_sampler is not None:
+                raise ValueError("streamed data comes in batches already: give no batch_sampler with it")
+        elif batch_sampler is None:  # rows shuffled by (seed, epoch), sharded over the processes
             batch_sampler = ShuffledBatchSampler(len(dataset), config.batch_size, **sampler_sharding(config))
         self.batch_sampler = batch_sampler
         if config.gradient_checkpointing:
@@ -186,7 +199,12 @@ class Trainer:
             _ChunkedCollate(method.collate, config.cache_chunk_size) if config.cache_chunk_size else method.collate
         )
         optimizer = _adamw(method, config)
-        self.steps_per_epoch = math.ceil(len(self.batch_sampler) / config.gradient_accumulation_steps)
+        self.skipped_samples = 0  # bad samples the stream passed over in this process
+        if self.streamed:
+            self.stream_loader = _stream_loader(dataset, self.collate, config)
+            self.steps_per_epoch = _stream_steps_per_epoch(dataset, config, self.accelerator.num_processes)
+        else:
+            self.steps_per_epoch = math.ceil(len(self.batch_sampler) / config.gradient_accumulation_steps)
         if self.steps_per_epoch == 0:
             raise ValueError("the training data gives no batch: add rows or lower train.batch_size")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -198,8 +216,13 @@ class Trainer:
             num_training_steps=self.total_steps,
         )
         self.fingerprint = run_fingerprint(
-            config, fingerprint or {}, num_rows=len(dataset), num_processes=self.accelerator.num_processes
+            config,
+            fingerprint or {},
+            num_rows=dataset.num_rows if self.streamed else len(dataset),
+            num_processes=self.accelerator.num_processes,
         )
+        if self.streamed:  # each worker reads its own shards: another count would read other parts of the stream
+            self.fingerprint["streamed data workers"] = config.num_workers
         self.run_id = uuid.uuid4().hex
         # the weights' scale at the start, to tell a diverged run from a trained one at the end
         self.initial_scale = {name: float(p.detach().abs().max()) for name, p in method.named_parameters() if p.numel()}
@@ -261,6 +284,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "log_history": self.log_history,
         }
+        if self.streamed:  # every process's position in the stream (gathered: one trainer_state.json)
+            position = {"loader": self.stream_loader.state_dict(), "skipped_samples": self.skipped_samples}
+            state["stream"] = gather_object([position]) if self.accelerator.num_processes > 1 else [position]
         save_checkpoint(self.accelerator, self.checkpoint_root, step, state, self.config.save_total_limit)
         for callback in self.callbacks:
             callback.on_save(self, step)
@@ -303,6 +329,10 @@ class Trainer:
                 group["lr"] = rate
             self.scheduler._last_lr = rates
         self.run_id, self.log_history = state["run_id"], state["log_history"]
+        if self.streamed:
+            position = state["stream"][self.accelerator.process_index]
+            self.stream_loader.load_state_dict(position["loader"])
+            self.skipped_samples = int(position["skipped_samples"])
         return step
 
     def _gradient_norm(self, accelerator: Accelerator, config: TrainingConfig) -> torch.Tensor | None:
@@ -428,9 +458,18 @@ class Trainer:
             self.evaluate(step)  # the baseline (once: a resumed run that already has it does not repeat it)
         while step < self.total_steps and not self.should_stop:
             epoch = step // self.steps_per_epoch
-            loader = self._batches(epoch, skip=(step - epoch * self.steps_per_epoch) * accumulation)
-            last = len(loader)
+            if self.streamed:  # one pass to the end of the run: the stream cycles through its epochs by itself
+                last = (self.total_steps - step) * accumulation
+                loader: Any = islice(self.stream_loader, last)
+            else:
+                loader = self._batches(epoch, skip=(step - epoch * self.steps_per_epoch) * accumulation)
+                last = len(loader)
+            seen = 0
             for index, batch in enumerate(loader, 1):
+                seen = index
+                if self.streamed:
+                    self.skipped_samples += batch["skipped"]
+                    epoch, batch = batch["epoch"], batch["batch"]
                 boundary = index % accumulation == 0 or index == last
                 batch = send_to_device(batch, accelerator.device)
                 sync = contextlib.nullcontext() if boundary else accelerator.no_sync(self.model)
@@ -478,10 +517,15 @@ class Trainer:
                     self._save(step)
                 if step >= self.total_steps or self.should_stop:
                     break
+            if self.streamed and seen < last and not self.should_stop:
+                raise ValueError(
+                    f"the streamed data ran dry after {seen} of {last} batches: a DataLoader worker's part of the "
+                    "stream has no row (lower train.num_workers, or check the data)"
+                )
         progress.close()
         self._check_divergence()
         final = self.evaluate(step)
-        result = TrainingResult(step, self.log_history, final)
+        result = TrainingResult(step, self.log_history, final, skipped_samples=self._total_skipped())
         for callback in self.callbacks:
             callback.on_train_end(self, result)
         if accelerator.is_main_process:
@@ -490,6 +534,54 @@ class Trainer:
         for tracker in accelerator.trackers:  # not end_training(): it would take down the process group
             tracker.finish()
         return result
+
+    def _total_skipped(self) -> int:
+        """Bad samples the stream skipped, over all processes (and their workers), reported once."""
+        if not self.streamed:
+            return 0
+        total = int(self.accelerator.reduce(torch.tensor(self.skipped_samples, device=self.accelerator.device)))
+        if total:
+            self.accelerator.print(f"skipped {total} bad samples of the streamed data (see the messages above)")
+        return total
+
+
+def _stream_loader(dataset: StreamedBatches, collate: Callable, config: TrainingConfig) -> StatefulDataLoader:
+    """The loader of streamed batches: its state (each worker's position) is part of every checkpoint."""
+    if dataset.num_workers != config.num_workers:
+        raise ValueError(
+            f"the streamed data was split for {dataset.num_workers} DataLoader workers, but train.num_workers is "
+            f"{config.num_workers}: build it with num_workers=train.num_workers"
+        )
+    return StatefulDataLoader(
+        dataset,
+        batch_size=None,  # StreamedBatches yields whole batches
+        collate_fn=_StreamCollate(collate),
+        num_workers=config.num_workers,
+        generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
+    )
+
+
+def _stream_steps_per_epoch(dataset: StreamedBatches, config: TrainingConfig, num_processes: int) -> int:
+    """Optimizer steps per epoch of a stream: its rows over the global batch, when they are known."""
+    if dataset.num_rows is None:
+        if config.max_steps is None:
+            raise ConfigError(
+                "key 'train.max_steps' is not set, but the streamed data cannot say how many rows it has (a hub "
+                "dataset, csv or json shards): set train.max_steps (an epoch of a stream needs a known length)"
+            )
+        return config.max_steps
+    rows_per_step = config.batch_size * num_processes * config.gradient_accumulation_steps
+    return dataset.num_rows // rows_per_step
+
+
+class _StreamCollate:
+    """Collate a streamed batch's rows, keeping its bookkeeping (bad samples skipped, the worker's epoch) beside."""
+
+    def __init__(self, collate: Callable[[list[Any]], dict[str, Any]]) -> None:
+        self.collate = collate
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"batch": self.collate(item["rows"]), "skipped": item["skipped"], "epoch": item["epoch"]}
 
 
 class _ChunkedCollate:

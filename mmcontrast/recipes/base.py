@@ -14,11 +14,13 @@ from mmcontrast.data.samplers import (
     NoDuplicatesBatchSampler,
     ShuffledBatchSampler,
 )
+from mmcontrast.data.streaming import Decode, StreamedBatches, open_stream
 from mmcontrast.engine.config import sampler_sharding
+from mmcontrast.engine.processes import process_state
 from mmcontrast.engine.trainer import Evaluator, TrainingConfig, TrainingResult
 from mmcontrast.hub.portable_paths import portable_paths
 from mmcontrast.methods.base import Method
-from mmcontrast.typed_config import ConfigError
+from mmcontrast.typed_config import ConfigError, PositiveInt
 
 
 @dataclass
@@ -58,6 +60,24 @@ class EvalSchedule:
 
 
 @dataclass
+class StreamingConfig:
+    """Streamed training data: the `data.streaming` and `data.shuffle_buffer` keys (docs/streaming.md).
+
+    Attributes:
+        streaming: read `data.train` as a stream: a hub dataset, or local shards (a folder, a glob pattern or a
+            file) of parquet, json / jsonl, csv / tsv, or webdataset tar files (`KEY.jpg` + `KEY.txt` per sample).
+            Rows are read as training needs them, split over processes and DataLoader workers (whole shards per
+            worker), shuffled in seeded blocks; bad samples are skipped and counted; resume is exact. The run
+            lasts `train.max_steps`, or `train.epochs` when the rows can be counted (parquet, tar, jsonl).
+        shuffle_buffer: rows per shuffle block of a stream (each block is permuted from the seed, the epoch and
+            the block): larger mixes rows from further apart and holds more rows in memory.
+    """
+
+    streaming: bool = False
+    shuffle_buffer: PositiveInt = 1000
+
+
+@dataclass
 class RecipeBase:
     """Keys of every recipe.
 
@@ -85,8 +105,8 @@ class RecipeParts:
 
     Attributes:
         method: the method to train.
-        dataset: rows indexable by integer.
-        batch_sampler: seeded, sharded batch sampler over ``dataset``.
+        dataset: rows indexable by integer, or streamed batches (`data.streaming`).
+        batch_sampler: seeded, sharded batch sampler over ``dataset``; None for streamed batches.
         evaluators: name -> callable(method) -> metrics.
         export: writes the trained model folder; called with (method, training result, run folder, folder to
             write the model into), the last a temporary folder that the run renames to `OUTPUT_DIR/model`.
@@ -124,6 +144,46 @@ def batch_sampler(
     if keys is not None:
         return NoDuplicatesBatchSampler(keys, train.batch_size, **sampler_sharding(train))
     return ShuffledBatchSampler(num_rows, train.batch_size, **sampler_sharding(train))
+
+
+def streamed_batches(
+    train: TrainingConfig,
+    data: StreamingConfig,
+    source: str,
+    decode: Decode,
+    *,
+    split: str = "train",
+    subset: str | None = None,
+    limit: int | None = None,
+    duplicate_keys: Callable[[dict[str, Any]], Sequence[Any]] | None = None,
+    key: str = "data",
+) -> StreamedBatches:
+    """This process's streamed training batches of ``source`` (`data.streaming`), each row through ``decode``."""
+    if train.group_by_length:
+        raise ConfigError(
+            "key 'train.group_by_length' is true, but the data is streamed (data.streaming), whose rows are not all "
+            "known up front to group by length: set one of them false"
+        )
+    if limit is not None:
+        raise ConfigError(
+            f"key '{key}.limit' is set, but a stream has no first N rows to keep (its shards are read in a shuffled "
+            f"order by several readers): leave it unset, and give fewer shards or set train.max_steps instead"
+        )
+    stream, num_rows = open_stream(source, split=split, subset=subset)
+    state = process_state()
+    return StreamedBatches(
+        stream,
+        decode,
+        train.batch_size,
+        seed=train.seed,
+        shuffle_buffer=data.shuffle_buffer,
+        duplicate_keys=duplicate_keys,
+        num_rows=num_rows,
+        num_workers=train.num_workers,
+        rank=state.process_index,
+        num_processes=state.num_processes,
+        source=f"{key}.train ({source})",
+    )
 
 
 def grouped_batch_sampler(train: TrainingConfig, groups: Sequence[Any]) -> GroupedBatchSampler:

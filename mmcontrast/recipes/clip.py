@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from mmcontrast.data.images import DIGIT_CAPTIONS, DecodedImages, ImageRows, caption_rows, load_image_rows
+from mmcontrast.data.images import (
+    DIGIT_CAPTIONS,
+    DecodedImages,
+    ImageRows,
+    StreamedImageTextRows,
+    caption_rows,
+    load_image_rows,
+)
 from mmcontrast.data.samplers import MultiSourceBatchSampler, MultiSourceStrategy
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
@@ -39,7 +46,15 @@ from mmcontrast.methods.clip import CLIP
 from mmcontrast.modalities.clip_tokenizer import clip_tokenizer
 from mmcontrast.modalities.open_clip_towers import open_clip_towers
 from mmcontrast.modalities.text import Pooling, TextEncoder
-from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, transformers_config
+from mmcontrast.recipes.base import (
+    EvalSchedule,
+    RecipeBase,
+    RecipeParts,
+    StreamingConfig,
+    batch_sampler,
+    streamed_batches,
+    transformers_config,
+)
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 from mmcontrast.recipes.two_tower import TwoTowerLossConfig, siglip_bias_note
 from mmcontrast.typed_config import NonNegativeFloat, PositiveInt, Range, Seed, UnitFloat
@@ -222,9 +237,9 @@ class ImageTextTableConfig:
 
 
 @dataclass
-class ImageTextDataConfig(ImageTextTableConfig):
+class ImageTextDataConfig(ImageTextTableConfig, StreamingConfig):
     """(image, caption) training data (`data:` section): one source (`data.train` and the keys beside it) or several
-    (`datasets`).
+    (`datasets`), read whole or streamed (`streaming`: parquet or webdataset tar shards, or a hub dataset).
 
     Attributes:
         image_size: side of the rendered digits.
@@ -411,6 +426,9 @@ def _method(model: ClipModelConfig) -> tuple[CLIP, dict[str, Any] | None]:
 def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, (image, caption) rows, sampler and evaluators of a CLIP recipe."""
     data = recipe.data
+    if data.streaming:
+        method, open_clip_cfg = _method(recipe.model)
+        return _parts(recipe, raw, method, open_clip_cfg, _streamed_rows(recipe), None, 0)
     sources = {name: _training_rows(name, source, data.image_size) for name, source in image_text_sources(data).items()}
     method, open_clip_cfg = _method(recipe.model)
     # several sources are one list of rows; the multi-source sampler keeps each batch within one source
@@ -425,6 +443,36 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
     if data.augment.enabled:  # training rows only: the evaluators read their own rows
         seed = recipe.train.seed if data.augment.seed is None else data.augment.seed
         dataset = AugmentedDataset(dataset, data.augment.transform(method.image_encoder.image_size), seed)
+    return _parts(recipe, raw, method, open_clip_cfg, dataset, sampler, sum(len(r.skipped) for r in sources.values()))
+
+
+def _streamed_rows(recipe: ClipRecipe) -> Any:
+    """The streamed (image, caption) batches of `data.streaming`: images decoded as they arrive, bad ones skipped."""
+    data = recipe.data
+    if data.datasets:
+        raise ValueError("data.streaming streams one source (data.train); data.datasets cannot be streamed yet")
+    if data.augment.enabled:
+        raise ValueError("data.augment is on, but augmentation of streamed images is not supported yet: turn it off")
+    if data.train == "sklearn:digits":
+        raise ValueError(
+            "data.streaming reads shards (parquet, or webdataset tar: KEY.jpg + KEY.txt) or a hub dataset, not "
+            "sklearn:digits: point data.train at them, or set data.streaming=false"
+        )
+    decode = StreamedImageTextRows(data.image_column, data.caption_column)
+    return streamed_batches(recipe.train, data, str(data.train), decode, split=data.split, limit=data.limit)
+
+
+def _parts(
+    recipe: ClipRecipe,
+    raw: dict[str, Any],
+    method: CLIP,
+    open_clip_cfg: dict[str, Any] | None,
+    dataset: Any,
+    sampler: Any,
+    skipped: int,
+) -> RecipeParts:
+    """The recipe's parts: the method and its data, with the evaluators (zero-shot, retrieval) and the export."""
+    data = recipe.data
     evaluators: dict[str, Any] = {}
     zero_shot = _zero_shot(recipe)
     if zero_shot is not None:
@@ -443,7 +491,7 @@ def build(recipe: ClipRecipe, raw: dict[str, Any]) -> RecipeParts:
         export=lambda trained, result, output_dir, model_dir: export(
             trained, recipe, raw, result, output_dir, model_dir, zero_shot, open_clip_cfg
         ),
-        skipped_rows=sum(len(rows.skipped) for rows in sources.values()),
+        skipped_rows=skipped,
     )
 
 

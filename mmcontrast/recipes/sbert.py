@@ -12,14 +12,22 @@ import yaml
 
 from mmcontrast.data.multi_source import MultiSourceDataset
 from mmcontrast.data.samplers import MultiSourceBatchSampler, MultiSourceStrategy
-from mmcontrast.data.tables import TableFormat, clean_table, load_table
+from mmcontrast.data.streaming import BadSample, StreamedBatches
+from mmcontrast.data.tables import TableFormat, as_number, clean_table, load_table, row_problem
 from mmcontrast.engine.trainer import TrainingConfig, TrainingResult
 from mmcontrast.evaluation.retrieval import RetrievalEvaluator, retrieval_metrics
 from mmcontrast.evaluation.sts import STSEvaluator
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.sbert import MultiSourceSentenceBERT, SbertLossConfig, SentenceBERT
 from mmcontrast.modalities.text import Pooling, TextEncoder
-from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler
+from mmcontrast.recipes.base import (
+    EvalSchedule,
+    RecipeBase,
+    RecipeParts,
+    StreamingConfig,
+    batch_sampler,
+    streamed_batches,
+)
 from mmcontrast.typed_config import FiniteFloat, PositiveFloat, PositiveInt
 
 SENTENCE_TRANSFORMERS_USAGE = """from sentence_transformers import SentenceTransformer
@@ -118,8 +126,9 @@ class TextSourceConfig(TextTableConfig):
 
 
 @dataclass
-class TextDataConfig(TextTableConfig):
-    """Training data (`data:` section): one table (`data.train` and the keys beside it) or several (`datasets`).
+class TextDataConfig(TextTableConfig, StreamingConfig):
+    """Training data (`data:` section): one table (`data.train` and the keys beside it) or several (`datasets`),
+    read whole or streamed (`streaming`).
 
     Attributes:
         datasets: several training datasets, `NAME: {train: ..., columns: [...], loss: {...}, ...}`, each with the
@@ -336,10 +345,69 @@ def _source_parts(
         skip_bad_rows=table_config.skip_bad_rows,
         score_max=None if loss.name == "triplet" else table_config.score_max,  # triplet's column holds classes
     )
-    no_duplicates = loss.name == "info_nce" if table_config.no_duplicates is None else table_config.no_duplicates
-    keys = list(zip(*(table[c] for c in table_config.columns), strict=True)) if no_duplicates else None
+    keys = list(zip(*(table[c] for c in table_config.columns), strict=True)) if _no_duplicates(source) else None
     lengths = _row_lengths(encoder, table, table_config.columns, prompts.columns) if train.group_by_length else None
     return method, table, batch_sampler(train, len(table), keys, lengths), skipped
+
+
+def _no_duplicates(source: TextSource) -> bool:
+    """Whether repeated texts are kept out of a batch: `no_duplicates`, by default on for in-batch negatives."""
+    if source.table.no_duplicates is None:
+        return source.loss.name == "info_nce"
+    return source.table.no_duplicates
+
+
+class StreamedTextRows:
+    """A streamed row as the Sentence-BERT method takes it: its text columns and its score as a number; a bad row
+    (:func:`~mmcontrast.data.tables.row_problem`) raises :class:`BadSample`, a row under `min_score` is left out."""
+
+    def __init__(
+        self, columns: list[str], score_column: str | None, score_max: float | None, min_score: float | None
+    ) -> None:
+        self.columns, self.score_column, self.score_max, self.min_score = columns, score_column, score_max, min_score
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any] | None:
+        problem = row_problem(raw, self.columns, score_column=self.score_column, score_max=self.score_max)
+        if problem:
+            raise BadSample(problem)
+        row = {column: raw[column] for column in self.columns}
+        if self.score_column is not None:
+            row[self.score_column] = as_number(raw[self.score_column])
+        if self.min_score is not None and (self.score_column is None or row[self.score_column] < self.min_score):
+            return None
+        return row
+
+
+def _streamed_source(
+    encoder: TextEncoder, source: TextSource, prompts: TextPrompts, recipe: SbertRecipe
+) -> tuple[SentenceBERT, StreamedBatches]:
+    """The method and the streamed batches of `data.streaming`: rows checked as they arrive, bad ones skipped."""
+    table, loss = source.table, source.loss
+    if recipe.data.datasets:
+        raise ValueError("data.streaming streams one table (data.train); data.datasets cannot be streamed yet")
+    if table.format != "auto":
+        raise ValueError(
+            f"data.format is {table.format}, but a stream is read by its shards' suffix (.parquet, .jsonl, .json, "
+            ".csv, .tsv, .tar) or as a hub dataset: set data.format=auto"
+        )
+    if table.min_score is not None and table.score_column is None:
+        raise ValueError("data.min_score is set, but data.score_column is not: name the score column it filters on")
+    method = SentenceBERT(encoder, table.columns, loss, table.score_column, table.score_max, prompts.columns)
+    score_max = None if loss.name == "triplet" else table.score_max  # triplet's score column holds classes
+    decode = StreamedTextRows(table.columns, method.score_column, score_max, table.min_score)
+    columns = table.columns
+    keys = (lambda row: [row[column] for column in columns]) if _no_duplicates(source) else None
+    batches = streamed_batches(
+        recipe.train,
+        recipe.data,
+        table.train,
+        decode,
+        split=table.split,
+        subset=table.subset,
+        limit=table.limit,
+        duplicate_keys=keys,
+    )
+    return method, batches
 
 
 def _row_lengths(encoder: TextEncoder, table: Any, columns: list[str], prompts: dict[str, str]) -> list[int]:
@@ -365,6 +433,9 @@ def build(recipe: SbertRecipe, raw: dict[str, Any]) -> RecipeParts:
     encoder.prompts |= recipe.model.prompts  # saved with the export, for encode(..., prompt_name=...)
     if recipe.model.default_prompt_name is not None:
         encoder.default_prompt_name = recipe.model.default_prompt_name
+    if recipe.data.streaming:
+        method, dataset = _streamed_source(encoder, sources["train"], prompts["train"], recipe)
+        return _parts(recipe, raw, method, dataset, None, evaluators, 0)
     parts = {name: _source_parts(encoder, source, prompts[name], recipe.train) for name, source in sources.items()}
     if len(parts) == 1 and not recipe.data.datasets:
         method, dataset, sampler, skipped = parts["train"]
@@ -378,6 +449,18 @@ def build(recipe: SbertRecipe, raw: dict[str, Any]) -> RecipeParts:
             seed=recipe.train.seed,
         )
         skipped = sum(part[3] for part in parts.values())
+    return _parts(recipe, raw, method, dataset, sampler, evaluators, skipped)
+
+
+def _parts(
+    recipe: SbertRecipe,
+    raw: dict[str, Any],
+    method: SentenceBERT | MultiSourceSentenceBERT,
+    dataset: Any,
+    sampler: Any,
+    evaluators: dict[str, Any],
+    skipped: int,
+) -> RecipeParts:
     return RecipeParts(
         method=method,
         dataset=dataset,
