@@ -18,6 +18,7 @@ import mmcontrast
 from mmcontrast.data.samplers import ShuffledBatchSampler
 from mmcontrast.engine.checkpoints import checkpoint_dirs
 from mmcontrast.engine.trainer import Trainer, TrainingConfig
+from mmcontrast.methods.base import Method
 from mmcontrast.methods.sbert import SbertLossConfig, SentenceBERT
 from mmcontrast.modalities.text import TextEncoder
 from mmcontrast.typed_config import ConfigError
@@ -120,7 +121,15 @@ def test_compiled_run_saves_resumes_and_exports_plain_names(tiny_bert_path, pair
         assert torch.equal(resumed[name], value), name
 
 
+class _NoTower(Method):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+
 def test_compile_settings_are_checked(tiny_bert_path, tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'train\.compile' is true, but _NoTower holds no tower"):
+        Trainer(_NoTower(), [0], config=TrainingConfig(compile=True, report_to=[]), output_dir=tmp_path / "c")
     rows = _rows(4)
     with pytest.raises(ConfigError, match=r"key 'train\.compile_backend' is 'no_such_backend'"):
         _gradients(tiny_bert_path, rows, tmp_path / "a", compile=True, compile_backend="no_such_backend")

@@ -565,7 +565,7 @@ def _compile_towers(method: Method, config: TrainingConfig) -> None:
     if config.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise ConfigError(
             f"key 'train.compile_backend' is {config.compile_backend!r}, which torch.compile does not know: use one "
-            f"of {', '.join(torch._dynamo.list_backends())}"
+            f"of {', '.join(torch._dynamo.list_backends())} (or, to debug, aot_eager or eager)"
         )
     if config.compile_backend != "inductor" and config.compile_mode != "default":
         raise ConfigError(
@@ -574,7 +574,8 @@ def _compile_towers(method: Method, config: TrainingConfig) -> None:
         )
     towers: list[str] = []
     for name, module in method.named_modules():
-        if callable(getattr(module, "preprocess", None)) and not any(name.startswith(f"{t}.") for t in towers):
+        inside = any(name.startswith(f"{t}.") for t in towers)
+        if name and callable(getattr(module, "preprocess", None)) and not inside:
             module.compile(backend=config.compile_backend, mode=config.compile_mode)
             towers.append(name)
     if not towers:
