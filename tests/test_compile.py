@@ -94,6 +94,7 @@ def _train(tiny_bert_path, pairs_csv, output_dir, *extra: str) -> dict:
         *extra,
     ]
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     return mmcontrast.train("recipes/sbert_pairs.yaml", overrides)
 
 
