@@ -93,6 +93,16 @@ class TrainingConfig:
             in-batch negatives that need the no-duplicates rule.
         gradient_checkpointing: recompute the towers' activations in the backward pass instead of keeping them
             (less memory, about a third more compute); for transformers, timm and open_clip towers.
+        compile: compile the towers (the modality adapters: text, image, audio, video encoders with their pooling)
+            with `torch.compile`, as the transformers Trainer's `torch_compile`; the losses, with their
+            cross-process gathers, stay eager. The first steps pay the compilation (tens of seconds to minutes);
+            texts of varying length cost one more compilation, after which the sequence length is dynamic. Pays on
+            GPUs; on a small CPU it may not (docs/benchmarks.md). Checkpoints and exported models are unchanged.
+        compile_backend: the `torch.compile` backend (`inductor`, or another of
+            `torch._dynamo.list_backends()`, e.g. `aot_eager` to debug), as transformers' `torch_compile_backend`.
+        compile_mode: the inductor mode: `default`, `reduce-overhead` (CUDA graphs: less launch overhead for
+            small batches, more memory), `max-autotune` (slower compilation, faster kernels) or
+            `max-autotune-no-cudagraphs`; as transformers' `torch_compile_mode`.
         report_to: experiment trackers of Accelerate that receive the logs: `tensorboard` (default), `wandb`,
             `mlflow`, `comet_ml`, `aim`, `clearml`, `dvclive`, ... (each needs its package installed); `[]`: none.
         early_stopping: stop when an evaluation metric stops improving.
@@ -122,6 +132,9 @@ class TrainingConfig:
     progress_bar: bool = True
     group_by_length: bool = False
     gradient_checkpointing: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: KeepBestConfig = field(default_factory=KeepBestConfig)

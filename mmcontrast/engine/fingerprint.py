@@ -6,7 +6,10 @@ training rows, the number of processes and the mmcontrast version. Resuming with
 the keys. Safe to change on resume (:data:`RESUMABLE_TRAIN_KEYS`): `train.max_steps` / `train.epochs` (to extend
 or shorten a run; the learning-rate schedule follows the new total, warm-up stays as it was), the logging, saving
 and evaluation intervals, `train.save_total_limit`, `train.num_workers`, `train.progress_bar`, `train.report_to`,
-`train.early_stopping`, `train.keep_best`, `train.gradient_checkpointing`; and the recipe's
+`train.early_stopping`, `train.keep_best`, `train.gradient_checkpointing`, `train.compile`,
+`train.compile_backend` and `train.compile_mode` (they change how the same maths is computed, not the maths; a
+compiled step rounds differently from an eager one, so a resume that switches them continues the run closely, not
+bit for bit); and the recipe's
 `eval`, `output_dir`, `resume_from`, `overwrite_output_dir` and `push_to_hub` sections.
 """
 
@@ -33,6 +36,9 @@ RESUMABLE_TRAIN_KEYS = frozenset(
         "early_stopping",
         "keep_best",
         "gradient_checkpointing",
+        "compile",
+        "compile_backend",
+        "compile_mode",
     }
 )
 RESUMABLE_RECIPE_KEYS = frozenset({"train", "eval", "output_dir", "resume_from", "overwrite_output_dir", "push_to_hub"})

@@ -195,6 +195,8 @@ class Trainer:
         self.batch_sampler = batch_sampler
         if config.gradient_checkpointing:
             _enable_gradient_checkpointing(method)
+        if config.compile:
+            _compile_towers(method, config)
         self.collate = (
             _ChunkedCollate(method.collate, config.cache_chunk_size) if config.cache_chunk_size else method.collate
         )
@@ -643,6 +645,35 @@ def _enable_gradient_checkpointing(method: Method) -> None:
         raise ConfigError(
             f"key 'train.gradient_checkpointing' is true, but no tower of {type(method).__name__} supports it "
             "(transformers, timm and open_clip towers do): set it to false"
+        )
+
+
+def _compile_towers(method: Method, config: TrainingConfig) -> None:
+    """`train.compile`: compile the forward of each tower in place (``nn.Module.compile``, so parameter names and
+    therefore checkpoints and exported models stay as they are). The towers are the outermost modules with a
+    ``preprocess`` method: the modality adapters, whose forward maps a batch's tensors to embeddings. The loss
+    stays eager. ``dynamic`` is left to torch: a second input shape (another text length) recompiles once with
+    that dimension dynamic."""
+    if config.compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ConfigError(
+            f"key 'train.compile_backend' is {config.compile_backend!r}, which torch.compile does not know: use one "
+            f"of {', '.join(torch._dynamo.list_backends())} (or, to debug, aot_eager or eager)"
+        )
+    if config.compile_backend != "inductor" and config.compile_mode != "default":
+        raise ConfigError(
+            f"key 'train.compile_mode' is {config.compile_mode!r}, a mode of the inductor backend only, but "
+            f"train.compile_backend is {config.compile_backend!r}: set train.compile_mode=default"
+        )
+    towers: list[str] = []
+    for name, module in method.named_modules():
+        inside = any(name.startswith(f"{t}.") for t in towers)
+        if name and callable(getattr(module, "preprocess", None)) and not inside:
+            module.compile(backend=config.compile_backend, mode=config.compile_mode)
+            towers.append(name)
+    if not towers:
+        raise ConfigError(
+            f"key 'train.compile' is true, but {type(method).__name__} holds no tower (a module with a preprocess "
+            "method, as the text, image, audio and video encoders have): set it to false"
         )
 
 
