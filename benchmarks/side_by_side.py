@@ -26,20 +26,35 @@ def _busy_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and its child processes (DataLoader workers, compile workers), live or ended."""
+    import psutil
+
+    times = os.times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+        except psutil.Error:  # it ended meanwhile: counted in children_* once reaped
+            pass
+    return total
+
+
 class TrainTimer:
-    """Wall seconds of a block, and how many cores other processes kept busy meanwhile (machine noise)."""
+    """Wall seconds of a block, and how many cores other processes kept busy meanwhile (machine noise); the block's
+    own child processes (DataLoader workers) count as its own."""
 
     def __enter__(self) -> TrainTimer:
-        self.busy, self.own, self.start = _busy_cpu_seconds(), os.times(), time.perf_counter()
+        self.busy, self.own, self.start = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
-        busy, own = _busy_cpu_seconds(), os.times()
+        busy, own = _busy_cpu_seconds(), _own_cpu_seconds()
         self.other_cores = None
         if busy is not None and self.busy is not None:
-            own_seconds = (own.user + own.system) - (self.own.user + self.own.system)
-            self.other_cores = max(0.0, (busy - self.busy) - own_seconds) / self.seconds
+            self.other_cores = max(0.0, (busy - self.busy) - (own - self.own)) / self.seconds
 
     def record(self) -> dict:
         return {"train_seconds": self.seconds, "other_cores_busy": self.other_cores}

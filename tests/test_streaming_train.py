@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -197,6 +198,28 @@ def test_a_streamed_run_killed_and_resumed_ends_with_the_uninterrupted_parameter
     actual = load_file(run / "model" / "model.safetensors")
     for name, tensor in expected.items():
         assert torch.equal(tensor, actual[name]), name
+    other_workers = subprocess.run(  # each worker reads its own shards: another count cannot continue the stream
+        _kill_resume_command(tiny_bert_path, shards, run, "resume_from=latest", "train.num_workers=1"),
+        env=_environment(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert other_workers.returncode == 2
+    assert "streamed data workers: checkpoint 2, now 1" in other_workers.stderr
+
+
+def test_the_streaming_tutorial_runs(tmp_path):
+    """docs/streaming.md's python blocks, as one script: tar shards of the digits, then a streamed CLIP run."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "streaming.md").read_text(), flags=re.S)
+    recipe = (ROOT / "recipes" / "clip_webdataset.yaml").read_text().replace("runs/", f"{tmp_path}/")
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    script = "\n".join(blocks).replace("recipes/clip_webdataset.yaml", str(tmp_path / "recipe.yaml"))
+    script = script.replace("runs/", f"{tmp_path}/")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_environment(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps, metrics = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(steps) == 2 * (1437 // 64) and "zero_shot/top1" in metrics
 
 
 @pytest.mark.parametrize(

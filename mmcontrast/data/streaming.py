@@ -10,9 +10,9 @@ data is kept).
 * the readers (processes x workers) share the shards: whole shards each when the shards divide evenly among them
   (else each worker takes whole shards and the processes split their rows, ``split_dataset_by_node``), so every
   row is read once per epoch; each reader goes through its shards in an order drawn from ``(seed, epoch)``;
-* rows are shuffled in blocks of ``shuffle_buffer`` rows, each block permuted from ``(seed, epoch, block)``. Unlike
-  a rolling shuffle buffer (whose content ``datasets`` cannot checkpoint), a block can be read again from its
-  start, which makes resume exact;
+* rows are read in blocks of up to ``shuffle_buffer`` rows of one shard (one ``datasets`` batch), each block
+  permuted from ``(seed, epoch, block)``. Unlike a rolling shuffle buffer (whose content ``datasets`` cannot
+  checkpoint), a block can be read again from its start, which makes resume exact;
 * each row goes through the recipe's ``decode``; a row it rejects with :class:`BadSample` (an unreadable image, a
   missing caption) is skipped, counted in the batch that follows it, and the first few are reported;
 * with ``duplicate_keys`` (the in-batch-negative rule of Sentence-BERT), a row sharing a key with a row already in
@@ -34,7 +34,6 @@ import re
 import sys
 import tarfile
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +243,6 @@ class StreamedBatches(torch.utils.data.IterableDataset):
         self.shards, self.split_rows = reader_shards(
             stream.num_shards, num_workers=num_workers, rank=rank, num_processes=num_processes
         )
-        self._reading: tuple[int, datasets.IterableDataset] | None = None  # (place in the shard order, its stream)
         self.decode, self.batch_size, self.num_workers = decode, batch_size, num_workers
         self.seed, self.shuffle_buffer, self.duplicate_keys = seed, shuffle_buffer, duplicate_keys
         self.num_rows, self.source = num_rows, source
@@ -319,32 +317,33 @@ class StreamedBatches(torch.utils.data.IterableDataset):
         while True:
             epoch, resumed = position["epoch"], position["start"] is not None
             order = [mine[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(mine))]
-            rows = self._rows_from(order, position["start"])
             empty = True
-            while block := list(islice(rows, self.shuffle_buffer)):
+            for block, end in self._blocks(order, position["start"]):
                 empty = False
                 permutation = np.random.default_rng([self.seed, epoch, position["block"]]).permutation(len(block))
                 for index in range(position["offset"], len(block)):
                     position["offset"] = index + 1
                     yield block[permutation[index]]
-                place, shard = self._reading  # type: ignore[misc]
-                position.update(block=position["block"] + 1, start={"shard": place, "state": shard.state_dict()})
-                position["offset"] = 0
+                position.update(block=position["block"] + 1, start=end, offset=0)
             if empty and not resumed:
                 return
             position.update(epoch=epoch + 1, block=0, start=None, offset=0)
 
-    def _rows_from(self, order: list[int], start: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-        """The rows of the shards in ``order``, from ``start`` (a place in the order and that shard's state)."""
+    def _blocks(
+        self, order: list[int], start: dict[str, Any] | None
+    ) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        """Blocks of up to ``shuffle_buffer`` rows of the shards in ``order`` (a block never spans two shards),
+        from ``start``, each with the place where the next block starts (its place in the order and the shard's
+        state after the block)."""
         first = start["shard"] if start else 0
         for place in range(first, len(order)):
             shard = self._shard(order[place])
             if start and place == first:
                 shard.load_state_dict(start["state"])
-            self._reading = (place, shard)
             # iter(): a plain iteration would split the shard among the DataLoader workers once more
-            for batch in shard.iter(batch_size=1):
-                yield {name: values[0] for name, values in batch.items()}
+            for batch in shard.iter(batch_size=self.shuffle_buffer):
+                rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
+                yield rows, {"shard": place, "state": shard.state_dict()}
 
     def _shard(self, index: int) -> datasets.IterableDataset:
         """Shard ``index`` of the stream, as this process reads it (every ``num_processes``-th row, or all)."""

@@ -69,8 +69,8 @@ class StreamingConfig:
             Rows are read as training needs them, split over processes and DataLoader workers (whole shards per
             worker), shuffled in seeded blocks; bad samples are skipped and counted; resume is exact. The run
             lasts `train.max_steps`, or `train.epochs` when the rows can be counted (parquet, tar, jsonl).
-        shuffle_buffer: rows per shuffle block of a stream (each block is permuted from the seed, the epoch and
-            the block): larger mixes rows from further apart and holds more rows in memory.
+        shuffle_buffer: rows per shuffle block of a stream (up to this many rows of one shard, permuted from the
+            seed, the epoch and the block): larger mixes rows from further apart and holds more rows in memory.
     """
 
     streaming: bool = False
