@@ -234,3 +234,41 @@ def test_streaming_refusals_name_the_key(tiny_bert_path, tmp_path, capsys, extra
     shards = pair_shards(tmp_path / "shards", 2, 8)
     assert main(sbert_stream_args(tiny_bert_path, shards, tmp_path / "run", *extra)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_clap_streams_audio_tar_shards_and_skips_damaged_clips(tmp_path, capfd):
+    from conftest import SHARED_DATA
+
+    recordings = SHARED_DATA / "fsdd" / "recordings"
+    if not recordings.is_dir():
+        pytest.skip(f"shared spoken digits not found at {recordings}")
+    clips = sorted(recordings.glob("*.wav"))[:40]
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for shard in range(2):
+        with tarfile.open(shards / f"speech-{shard}.tar", "w") as archive:
+            for index, clip in enumerate(clips[shard::2]):
+                audio = clip.read_bytes()
+                if index == 3:
+                    audio = audio[: len(audio) // 2]  # a truncated wav: its header says more samples than it holds
+                digit = DIGIT_NAMES[int(clip.name.split("_")[0])]
+                for name, data in (
+                    (f"{clip.stem}.wav", audio),
+                    (f"{clip.stem}.txt", f"someone says {digit}.".encode()),
+                ):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    run = tmp_path / "run"
+    arguments = [
+        "train", str(ROOT / "recipes" / "clap_fsdd.yaml"), f"output_dir={run}", f"data.train={shards}",
+        "data.streaming=true", "data.shuffle_buffer=1", "data.pattern=null", "data.test_takes=[]",
+        "eval.zero_shot=null", "eval.retrieval=false", "train.batch_size=19", "train.epochs=1",
+        "train.num_workers=2", "train.progress_bar=false", "train.report_to=[]",
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 40 // 19  # an epoch of the 40 counted tar samples
+    assert summary["skipped_rows"] == 2  # one damaged clip per shard, each worker's batch reads its whole shard
+    assert "truncated wav" in capfd.readouterr().err
+    assert (run / "model" / "config.json").is_file()

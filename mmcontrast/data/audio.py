@@ -23,13 +23,14 @@ Clips shorter than an encoder's window are padded later, by the adapter (:mod:`m
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -48,49 +49,48 @@ class AudioDecodeError(ValueError):
     """A file that is not decodable audio; the message names the file and why."""
 
 
-def _wav_truncation(path: Path) -> str | None:
-    """For a RIFF/WAVE file, why its ``data`` chunk is shorter than its header declares (None when it is whole).
+def _wav_truncation(handle: BinaryIO, size: int) -> str | None:
+    """For a RIFF/WAVE file of ``size`` bytes, why its ``data`` chunk is shorter than its header declares (None when
+    it is whole).
 
     libsndfile reads a truncated wav without complaint, returning the samples that are there, so a cut file would
     pass as a shorter clip; this reads the chunk headers instead. Streaming writers' sizes of 0 or 0xFFFFFFFF are
     taken as unknown.
     """
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        header = handle.read(12)
-        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+    header = handle.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    offset = 12
+    while True:
+        handle.seek(offset)
+        chunk = handle.read(8)
+        if len(chunk) < 8:
             return None
-        offset = 12
-        while True:
-            handle.seek(offset)
-            chunk = handle.read(8)
-            if len(chunk) < 8:
+        name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if name == b"data":
+            if length in (0, 0xFFFFFFFF):
                 return None
-            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if name == b"data":
-                if length in (0, 0xFFFFFFFF):
-                    return None
-                held = size - offset - 8
-                if held < length:
-                    return f"truncated wav: its header declares {length} bytes of samples, the file holds {held}"
-                return None
-            offset += 8 + length + (length & 1)
+            held = size - offset - 8
+            if held < length:
+                return f"truncated wav: its header declares {length} bytes of samples, the file holds {held}"
+            return None
+        offset += 8 + length + (length & 1)
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: str | BinaryIO) -> tuple[np.ndarray, int]:
     import soundfile
 
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [T, C]
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)  # [T, C]
     return data.T, int(rate)
 
 
-def _decode_av(path: Path) -> tuple[np.ndarray, int]:
+def _decode_av(source: str | BinaryIO, name: str) -> tuple[np.ndarray, int]:
     """The first audio stream of any container FFmpeg reads (mp3, m4a, a video's sound), as float32 ``[C, T]``."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(source) as container:
         if not container.streams.audio:
-            raise AudioDecodeError(f"'{path}' has no audio stream")
+            raise AudioDecodeError(f"'{name}' has no audio stream")
         stream = container.streams.audio[0]
         rate = int(stream.codec_context.sample_rate or stream.rate)
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name if stream.layout else None, rate=rate)
@@ -116,21 +116,37 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file '{path}' does not exist")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(f"'{path}' is an empty file (0 bytes)")
-    truncated = _wav_truncation(path)
+    with path.open("rb") as handle:
+        return _decode(handle, path.stat().st_size, str(path))
+
+
+def decode_audio_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """:func:`decode_audio` of a file held in memory (a tar member, a parquet cell); ``name`` names it in errors.
+
+    Raises:
+        AudioDecodeError: see :func:`decode_audio`.
+    """
+    return _decode(io.BytesIO(data), len(data), name)
+
+
+def _decode(handle: BinaryIO, size: int, name: str) -> tuple[np.ndarray, int]:
+    if size == 0:
+        raise AudioDecodeError(f"'{name}' is an empty file (0 bytes)")
+    truncated = _wav_truncation(handle, size)
     if truncated:
-        raise AudioDecodeError(f"'{path}': {truncated}; re-export or re-download it")
+        raise AudioDecodeError(f"'{name}': {truncated}; re-export or re-download it")
     try:
-        return _decode_soundfile(path)
+        handle.seek(0)
+        return _decode_soundfile(handle)
     except Exception as first:  # libsndfile raises its own error types; fall back to FFmpeg
         try:
-            return _decode_av(path)
+            handle.seek(0)
+            return _decode_av(handle, name)
         except AudioDecodeError:
             raise
         except Exception as second:
             raise AudioDecodeError(
-                f"'{path}' is not audio that soundfile or PyAV can decode (soundfile: {first}; PyAV: "
+                f"'{name}' is not audio that soundfile or PyAV can decode (soundfile: {first}; PyAV: "
                 f"{type(second).__name__}: {second}); convert it to wav or flac, or remove it"
             ) from None
 

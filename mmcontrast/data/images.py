@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample
+from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample, stream_column
 from mmcontrast.data.tables import RECORD_SUFFIXES, read_records
 from mmcontrast.modalities.image import to_rgb
 
@@ -31,6 +31,7 @@ DIGIT_CAPTIONS = (
     "a blurry picture of a {}.",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # a tar sample's image, in this order
 
 
 @dataclass
@@ -204,8 +205,8 @@ class StreamedImageTextRows:
         self.image_column, self.caption_column = image_column, caption_column
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
-        image_field = _field(raw, self.image_column, tuple(s[1:] for s in sorted(IMAGE_SUFFIXES)), "data.image_column")
-        caption_field = _field(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
+        image_field = stream_column(raw, self.image_column, IMAGE_MEMBERS, "data.image_column")
+        caption_field = stream_column(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
         caption = raw[caption_field]
         if not isinstance(caption, str) or not caption.strip():
             raise BadSample(f"caption '{caption_field}' is missing or empty")
@@ -220,16 +221,3 @@ class StreamedImageTextRows:
                 return {"image": to_rgb(image), "caption": caption}
         except Exception as error:  # PIL raises many types for a damaged image
             raise BadSample(f"image '{image_field}' does not decode: {type(error).__name__}: {error}") from error
-
-
-def _field(raw: dict[str, Any], column: str, fallbacks: Sequence[str], key: str) -> str:
-    """``column`` if the row has it, else the first of ``fallbacks`` it has (webdataset member names)."""
-    if column in raw:
-        return column
-    for name in fallbacks:
-        if name in raw:
-            return name
-    fields = sorted(name for name in raw if not name.startswith("__"))
-    raise ValueError(
-        f"the streamed rows have no column '{column}' (nor {', '.join(fallbacks)}): set {key} to one of {fields}"
-    )

@@ -114,8 +114,8 @@ def tar_features(shard: Path, samples: int = 200) -> datasets.Features:
     """The columns of webdataset tar shards, from the member names of the first ``samples`` samples of ``shard``.
 
     ``datasets`` infers them from the first 5 samples and refuses shards where those differ (a sample missing its
-    caption); here the members of many samples are pooled, each a column: images, audio and video as undecoded
-    bytes, ``txt`` / ``text`` / ``caption`` as text. A sample missing a member then has None there (a bad sample).
+    caption); here the members of many samples are pooled, each a column: images, audio and video as their bytes,
+    ``txt`` / ``text`` / ``caption`` as text. A sample missing a member then has None there (a bad sample).
     """
     from datasets.packaged_modules.webdataset import webdataset as builder
 
@@ -132,12 +132,8 @@ def tar_features(shard: Path, samples: int = 200) -> datasets.Features:
     features = {}
     for field in fields:
         extension = field.rsplit(".", 1)[-1].lower()
-        if extension in builder.IMAGE_EXTENSIONS:
-            features[field] = datasets.Image(decode=False)
-        elif extension in builder.AUDIO_EXTENSIONS:
-            features[field] = datasets.Audio(decode=False)
-        elif extension in builder.VIDEO_EXTENSIONS:
-            features[field] = datasets.Video(decode=False)
+        if extension in (*builder.IMAGE_EXTENSIONS, *builder.AUDIO_EXTENSIONS, *builder.VIDEO_EXTENSIONS):
+            features[field] = datasets.Value("binary")  # the member's bytes, as they are
         elif extension in TEXT_MEMBERS:
             features[field] = datasets.Value("string")
         else:
@@ -149,13 +145,19 @@ def tar_features(shard: Path, samples: int = 200) -> datasets.Features:
     return datasets.Features({**features, "__key__": datasets.Value("string"), "__url__": datasets.Value("string")})
 
 
+def _undecoded() -> dict[str, datasets.Value]:
+    """The feature of a media file passed through undecoded: its bytes and its path."""
+    return {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+
+
 def open_stream(
     source: str, *, split: str = "train", subset: str | None = None
 ) -> tuple[datasets.IterableDataset, int | None]:
     """A streamed dataset (a hub name, or local shards: :func:`shard_files`), and its rows when they can be counted.
 
-    Image, audio and video columns come as ``{"bytes", "path"}`` (``decode=False``): the recipe decodes them, so
-    that a damaged file is one skipped sample and not a stopped run.
+    Image, audio and video columns come as plain ``{"bytes", "path"}`` records: the recipe decodes them, so that a
+    damaged file is one skipped sample and not a stopped run (and ``datasets``' audio and video features, which
+    need torchcodec even to pass bytes through, are not used).
     """
     files = shard_files(source)
     if files is None:
@@ -176,8 +178,8 @@ def open_stream(
             )
         num_rows = count_rows(files)
     for name, feature in (stream.features or {}).items():
-        if isinstance(feature, (datasets.Image, datasets.Audio, datasets.Video)) and feature.decode:
-            stream = stream.cast_column(name, type(feature)(decode=False))
+        if isinstance(feature, (datasets.Image, datasets.Audio, datasets.Video)):
+            stream = stream.cast_column(name, _undecoded())
     return stream, num_rows
 
 
@@ -351,6 +353,20 @@ class StreamedBatches(torch.utils.data.IterableDataset):
         if self.split_rows:
             shard = split_dataset_by_node(shard, rank=self.rank, world_size=self.num_processes)
         return shard
+
+
+def stream_column(raw: dict[str, Any], column: str, fallbacks: Sequence[str], key: str) -> str:
+    """``column`` if a streamed row has it, else the first of ``fallbacks`` it has (the member names of a
+    webdataset sample: ``jpg``, ``flac``, ``txt``...); a row with none of them is an error naming ``key``."""
+    if column in raw:
+        return column
+    for name in fallbacks:
+        if name in raw:
+            return name
+    fields = sorted(name for name in raw if not name.startswith("__"))
+    raise ValueError(
+        f"the streamed rows have no column '{column}' (nor {', '.join(fallbacks)}): set {key} to one of {fields}"
+    )
 
 
 def _fresh_position() -> dict[str, Any]:

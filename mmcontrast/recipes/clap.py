@@ -20,7 +20,20 @@ from typing import Annotated, Any, Literal
 import torch
 import yaml
 
-from mmcontrast.data.audio import FSDD_PATTERN, AudioRows, DecodedAudio, load_audio_rows, split_by_take
+from mmcontrast.data.audio import (
+    AUDIO_SUFFIXES,
+    FSDD_PATTERN,
+    MIN_SECONDS,
+    AudioDecodeError,
+    AudioRows,
+    DecodedAudio,
+    decode_audio_bytes,
+    load_audio_rows,
+    resample,
+    split_by_take,
+    to_mono,
+)
+from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample, stream_column
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
@@ -35,14 +48,25 @@ from mmcontrast.hub.mmcontrast_clip import register_method_builder, save_mmcontr
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.hub.transformers_clap import TransformersClapEncoder, clap_shape_problem, export_transformers_clap
 from mmcontrast.methods.clap import CLAP
+from mmcontrast.methods.two_tower import stable_hash
+from mmcontrast.modalities.audio import crop_or_pad
 from mmcontrast.modalities.audio_tower import AudioTower, ProjectedTower, byte_level_tokenizer
 from mmcontrast.modalities.text import Pooling, TextEncoder
 from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
-from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, transformers_config
+from mmcontrast.recipes.base import (
+    EvalSchedule,
+    RecipeBase,
+    RecipeParts,
+    StreamingConfig,
+    batch_sampler,
+    streamed_batches,
+    transformers_config,
+)
 from mmcontrast.recipes.two_tower import TwoTowerLossConfig, siglip_bias_note
 from mmcontrast.typed_config import NonNegativeInt, PositiveInt, Range
 from mmcontrast.typed_config import build as build_config
 from mmcontrast.views.audio import CroppedAudio
+from mmcontrast.views.simclr import view_seed
 
 PATTERNS = {"fsdd": FSDD_PATTERN}
 """Named file-name patterns for `data.pattern`."""
@@ -118,12 +142,15 @@ class ClapModelConfig:
 
 
 @dataclass
-class AudioTextDataConfig:
-    """(audio, caption) training data (`data:` section).
+class AudioTextDataConfig(StreamingConfig):
+    """(audio, caption) training data (`data:` section), read whole or streamed (`streaming`: webdataset tar shards
+    of `KEY.flac` + `KEY.txt`, parquet with an audio column, or a hub dataset).
 
     Attributes:
         train: an audio folder (`metadata.csv`/`.jsonl` with `file_name`, one sub-folder per class, or files
-            named by `pattern`) or a csv / tsv / json / jsonl table of audio paths.
+            named by `pattern`) or a csv / tsv / json / jsonl table of audio paths; streamed: shards or a hub name.
+        audio_column: column of a streamed row's audio (its bytes, or a path); a tar sample without it falls back
+            to its audio member (`flac`, `wav`, `mp3`, ...).
         pattern: a regular expression over file names whose named groups give fields (`label`, `speaker`,
             `take`), or `fsdd` (`{digit}_{speaker}_{take}.wav`).
         label_column: column (or group) holding the class.
@@ -136,6 +163,7 @@ class AudioTextDataConfig:
     """
 
     train: str = ""
+    audio_column: str = "audio"
     pattern: str | None = None
     label_column: str = "label"
     caption_column: str = "text"
@@ -314,11 +342,72 @@ class _ZeroShot:
         return self.evaluate(encoder)[0]
 
 
+class StreamedAudioTextRows:
+    """A streamed (audio, caption) row as the CLAP method takes it: the clip decoded (soundfile, else PyAV) to mono
+    at the audio tower's rate and, when longer than the tower's window, cut to a window drawn from the seed and the
+    sample (its tar key, or its caption: the same window every epoch). A clip that does not decode or is shorter
+    than 20 ms, or a missing caption, is a bad sample (skipped and counted)."""
+
+    def __init__(
+        self, audio_column: str, caption_column: str, sample_rate: int, max_samples: int | None, seed: int
+    ) -> None:
+        self.audio_column, self.caption_column = audio_column, caption_column
+        self.sample_rate, self.max_samples, self.seed = sample_rate, max_samples, seed
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        audio_field = stream_column(raw, self.audio_column, AUDIO_MEMBERS, "data.audio_column")
+        caption_field = stream_column(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
+        caption, value = raw[caption_field], raw[audio_field]
+        if not isinstance(caption, str) or not caption.strip():
+            raise BadSample(f"caption '{caption_field}' is missing or empty")
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if value is None:
+            raise BadSample(f"audio '{audio_field}' is missing")
+        try:
+            data = value if isinstance(value, bytes) else Path(value).read_bytes()
+            samples, rate = decode_audio_bytes(data, str(raw.get("__key__", audio_field)))
+        except (AudioDecodeError, OSError) as error:
+            raise BadSample(f"audio '{audio_field}' does not decode: {error}") from error
+        waveform = resample(to_mono(samples), rate, self.sample_rate)
+        if waveform.shape[-1] < MIN_SECONDS * self.sample_rate:
+            raise BadSample(f"audio '{audio_field}' is shorter than {MIN_SECONDS * 1000:.0f} ms")
+        if self.max_samples is not None:
+            sample = stable_hash(str(raw.get("__key__", caption)))
+            generator = torch.Generator().manual_seed(view_seed(self.seed, 0, sample))
+            waveform = crop_or_pad(waveform, self.max_samples, train=True, generator=generator)
+        return {"audio": waveform.contiguous(), "sample_rate": self.sample_rate, "caption": caption}
+
+
+AUDIO_MEMBERS = tuple(suffix[1:] for suffix in sorted(AUDIO_SUFFIXES))
+
+
+def _streamed_rows(recipe: ClapRecipe, method: CLAP) -> Any:
+    """The streamed (audio, caption) batches of `data.streaming`: clips decoded as they arrive, bad ones skipped."""
+    data = recipe.data
+    for key, value in (("pattern", data.pattern), ("test_takes", data.test_takes), ("limit", data.limit)):
+        if value:
+            raise ValueError(
+                f"data.{key} is set, but streamed rows come with their captions (tar shards of KEY.flac + KEY.txt, or "
+                f"a table's caption column) and are not held out or cut: leave data.{key} unset with data.streaming"
+            )
+    if recipe.eval.zero_shot == "held_out":
+        raise ValueError("eval.zero_shot is held_out, but a stream holds nothing out: name labelled clips instead")
+    audio_tower = method.tower("audio")
+    max_samples = (audio_tower.tower if isinstance(audio_tower, ProjectedTower) else audio_tower).max_samples
+    decode = StreamedAudioTextRows(
+        data.audio_column, data.caption_column, method.sample_rate, max_samples, recipe.train.seed
+    )
+    return streamed_batches(recipe.train, data, data.train, decode)
+
+
 def build(recipe: ClapRecipe, raw: dict[str, Any]) -> RecipeParts:
     """Towers, method, (audio, caption) rows, sampler and evaluators of a CLAP recipe."""
     data = recipe.data
     method = _method(recipe.model, recipe.train.seed)
     rate = method.sample_rate
+    if data.streaming:
+        return _parts(recipe, raw, method, _streamed_rows(recipe, method), None, _zero_shot(recipe, None, rate), 0)
     rows = _read_rows(data.train, data, rate, "data.train")
     held_out = None
     if data.test_takes:
@@ -346,16 +435,29 @@ def build(recipe: ClapRecipe, raw: dict[str, Any]) -> RecipeParts:
     if max_samples is not None:  # training crops seeded by (seed, epoch, row), cut in the DataLoader
         dataset = CroppedAudio(dataset, max_samples, seed=recipe.train.seed)
     zero_shot = _zero_shot(recipe, held_out, rate)
+    sampler = batch_sampler(recipe.train, len(dataset))
+    return _parts(recipe, raw, method, dataset, sampler, zero_shot, len(rows.skipped))
+
+
+def _parts(
+    recipe: ClapRecipe,
+    raw: dict[str, Any],
+    method: CLAP,
+    dataset: Any,
+    sampler: Any,
+    zero_shot: _ZeroShot | None,
+    skipped: int,
+) -> RecipeParts:
     evaluators: dict[str, Any] = {"zero_shot": zero_shot} if zero_shot is not None else {}
     return RecipeParts(
         method=method,
         dataset=dataset,
-        batch_sampler=batch_sampler(recipe.train, len(dataset)),
+        batch_sampler=sampler,
         evaluators=evaluators,
         export=lambda trained, result, output_dir, model_dir: export(
             trained, recipe, raw, result, output_dir, model_dir, zero_shot
         ),
-        skipped_rows=len(rows.skipped),
+        skipped_rows=skipped,
     )
 
 
