@@ -21,6 +21,13 @@ Acceptance (full run only): mmcontrast samples/s >= 1.0x open_clip's, and zero-s
 The script exits 1 and names the failed check otherwise.
 
     python benchmarks/clip_vs_open_clip.py [--epochs N] [--output-dir DIR]
+
+GPU mode (the GPU suite, ``benchmarks/gpu_suite.sh``): ``--device cuda --precision bf16 --model base`` trains a
+ViT-B-sized open_clip model (``BASE_MODEL_CFG``: 12 layers of width 768 on 64 x 64 digits in 8 x 8 patches, a
+12-layer text tower of width 512) under bf16 autocast on both sides (open_clip: ``precision=amp_bf16``; mmcontrast:
+``train.mixed_precision=bf16``), with ``--batch-size`` pairs per step. Data, order and optimiser are as above.
+
+    python benchmarks/clip_vs_open_clip.py --device cuda --precision bf16 --model base --batch-size 256 --epochs 15
 """
 
 from __future__ import annotations
@@ -54,15 +61,22 @@ MIN_SPEED_RATIO = 1.0
 
 SIDES = ("open_clip", "mmcontrast")
 
+BASE_IMAGE_SIZE = 64
+BASE_MODEL_CFG = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": BASE_IMAGE_SIZE, "patch_size": 8, "width": 768, "layers": 12, "head_width": 64},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
+}
 
-def _recipe(output_dir: Path, epochs: int):
+
+def _recipe(output_dir: Path, epochs: int, setup: argparse.Namespace):
     from mmcontrast.recipe import load_recipe
 
     overrides = [
         f"output_dir={output_dir}",
         "model.mask_positives=false",
         f"train.epochs={epochs}",
-        f"train.batch_size={BATCH_SIZE}",
+        f"train.batch_size={setup.batch_size}",
         f"train.lr={LR}",
         f"train.weight_decay={WEIGHT_DECAY}",
         f"train.adam_betas=[{BETAS[0]}, {BETAS[1]}]",
@@ -77,6 +91,10 @@ def _recipe(output_dir: Path, epochs: int):
         "train.logging_steps=10",
         "train.progress_bar=false",
     ]
+    if setup.precision == "bf16":
+        overrides.append("train.mixed_precision=bf16")
+    if setup.model == "base":
+        overrides += [f"model.open_clip.model_cfg={json.dumps(BASE_MODEL_CFG)}", f"data.image_size={BASE_IMAGE_SIZE}"]
     return load_recipe(RECIPE, overrides)
 
 
@@ -85,22 +103,29 @@ def _optimizer_name(optimizer) -> str:
     return f"{type(optimizer).__name__} ({mode})"
 
 
-def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
+def _device_name(device: str) -> str:
     import torch
-    from accelerate.utils import set_seed
+
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def _run_mmcontrast(output_dir: Path, epochs: int, setup: argparse.Namespace) -> dict:
+    import torch
+    from accelerate.utils import send_to_device, set_seed
 
     from mmcontrast.engine.trainer import Trainer
     from mmcontrast.hub.open_clip_folder import save_open_clip
     from mmcontrast.recipe import build_parts
     from mmcontrast.recipes.base import effective_recipe
 
-    recipe = _recipe(output_dir, epochs)
+    recipe = _recipe(output_dir, epochs, setup)
     set_seed(SEED)
     parts = build_parts(recipe)
     parts.batch_sampler.set_epoch(0)
     first = [parts.dataset[i] for i in next(iter(parts.batch_sampler))]
     with torch.no_grad():
-        initial_loss = float(parts.method(parts.method.collate(first)).loss)
+        batch = send_to_device(parts.method.collate(first), setup.device)
+        initial_loss = float(parts.method.to(setup.device)(batch).loss)
     trainer = Trainer(
         parts.method,
         parts.dataset,
@@ -123,6 +148,8 @@ def _run_mmcontrast(output_dir: Path, epochs: int) -> dict:
         "steps": result.global_step,
         **timer.record(),
         "threads": torch.get_num_threads(),
+        "device": _device_name(str(trainer.accelerator.device.type)),
+        "precision": setup.precision,
         "optimizer": _optimizer_name(trainer.optimizer.optimizer),
         "initial_loss": initial_loss,
         "last_logged_loss": losses[-1],
@@ -155,7 +182,7 @@ class _Batches:
             yield images, self.tokenizer([row["caption"] for row in rows])
 
 
-def _run_open_clip(output_dir: Path, epochs: int) -> dict:
+def _run_open_clip(output_dir: Path, epochs: int, setup: argparse.Namespace) -> dict:
     import open_clip
     import torch
     from open_clip.model import CustomTextCLIP
@@ -165,17 +192,17 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
     from mmcontrast.data.images import DecodedImages, caption_rows, load_image_rows
     from mmcontrast.data.samplers import ShuffledBatchSampler
 
-    recipe, _ = _recipe(output_dir, epochs)
+    recipe = _recipe(output_dir, epochs, setup)
     torch.manual_seed(SEED)
     model_cfg = dict(recipe.model.open_clip.model_cfg)
-    model = CustomTextCLIP(**model_cfg, output_dict=True)  # as open_clip_train creates it
+    model = CustomTextCLIP(**model_cfg, output_dict=True).to(setup.device)  # as open_clip_train creates it
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     preprocess = open_clip.image_transform(size, is_train=False)
     tokenizer = open_clip.SimpleTokenizer(context_length=model_cfg["text_cfg"]["context_length"])
     data = recipe.data
     rows = load_image_rows(data.train, split=data.split, image_size=data.image_size)
     dataset = DecodedImages(caption_rows(rows, data.captions).rows)
-    sampler = ShuffledBatchSampler(len(dataset), BATCH_SIZE, seed=SEED, drop_last=False)
+    sampler = ShuffledBatchSampler(len(dataset), setup.batch_size, seed=SEED, drop_last=False)
 
     # open_clip_train/main.py: no weight decay on gains, biases and the logit scale
     def exclude(name, parameter):
@@ -194,14 +221,14 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
     total_steps = len(sampler) * epochs
     scheduler = cosine_lr(optimizer, LR, math.ceil(WARMUP_RATIO * total_steps), total_steps)
     args = argparse.Namespace(
-        device="cpu",
-        precision="fp32",
+        device=setup.device,
+        precision="amp_bf16" if setup.precision == "bf16" else "fp32",
         distill=False,
         accum_freq=1,
         skip_scheduler=False,
         horovod=False,
         grad_clip_norm=None,
-        batch_size=BATCH_SIZE,
+        batch_size=setup.batch_size,
         world_size=1,
         rank=0,
         local_rank=0,
@@ -212,7 +239,7 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
     batches = _Batches(dataset, sampler, preprocess, tokenizer)
     images, texts = next(iter(batches))
     with torch.no_grad():
-        initial_loss = float(loss(**model(images, texts)))
+        initial_loss = float(loss(**model(images.to(setup.device), texts.to(setup.device))))
     losses: list[float] = []
 
     class _Losses:  # collects the losses the loop logs (a TensorBoard writer's interface)
@@ -227,7 +254,8 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, model_dir / "open_clip_model.safetensors")
+    weights = {k: v.contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, model_dir / "open_clip_model.safetensors")
     preprocess_cfg = {"size": size, "interpolation": "bicubic", "resize_mode": "shortest"}
     config = {"model_cfg": {**model_cfg, "custom_text": True}, "preprocess_cfg": preprocess_cfg}
     (model_dir / "open_clip_config.json").write_text(json.dumps(config))
@@ -236,6 +264,8 @@ def _run_open_clip(output_dir: Path, epochs: int) -> dict:
         "steps": total_steps,
         **timer.record(),
         "threads": torch.get_num_threads(),
+        "device": _device_name(setup.device),
+        "precision": setup.precision,
         "optimizer": _optimizer_name(optimizer),
         "initial_loss": initial_loss,
         "last_logged_loss": losses[-1],
@@ -259,9 +289,12 @@ def _zero_shot(model_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def _side(side: str, output_dir: Path, epochs: int, result_file: Path) -> None:
+def _side(side: str, output_dir: Path, epochs: int, result_file: Path, setup: argparse.Namespace) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
-    result = _run_open_clip(output_dir, epochs) if side == "open_clip" else _run_mmcontrast(output_dir, epochs)
+    if setup.device == "cpu":  # both sides on the CPU, also on a machine with a GPU
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    run = _run_open_clip if side == "open_clip" else _run_mmcontrast
+    result = run(output_dir, epochs, setup)
     result |= {f"zero_shot_{k}": v for k, v in _zero_shot(Path(result["model_dir"])).items()}
     result["pairs_per_second"] = result["pairs"] / result["train_seconds"]
     result_file.write_text(json.dumps(result, indent=1))
@@ -287,18 +320,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per side (acceptance needs the default)")
     parser.add_argument("--output-dir", type=Path, default=None, help="keep models and results here")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both sides train")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, both sides")
+    parser.add_argument("--model", choices=("tiny", "base"), default="tiny", help="tiny: the recipe's; base: ViT-B")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        _side(args.side, args.output_dir, args.epochs, args.result_file)
+        _side(args.side, args.output_dir, args.epochs, args.result_file, args)
         return 0
 
-    results, load_before, load_after = run_sides(__file__, SIDES, args.output_dir, ["--epochs", str(args.epochs)])
+    setup = ["--device", args.device, "--precision", args.precision, "--model", args.model]
+    setup += ["--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
+    results, load_before, load_after = run_sides(__file__, SIDES, args.output_dir, setup)
     oc, mm = results["open_clip"], results["mmcontrast"]
     speed_ratio = mm["pairs_per_second"] / oc["pairs_per_second"]
     if args.output_dir is not None:
         summary = {"results": results, "speed_ratio": speed_ratio, "epochs": args.epochs}
+        summary |= {"device": args.device, "precision": args.precision, "model": args.model}
+        summary |= {"batch_size": args.batch_size}
         summary |= {"load_average_before": load_before, "load_average_after": load_after}
         (args.output_dir / "results.json").write_text(
             json.dumps(summary | {"date": time.strftime("%Y-%m-%d")}, indent=1)
@@ -313,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(warning)
     if args.epochs != EPOCHS:
         print(f"short run (--epochs {args.epochs}): acceptance checks skipped")
+        return 0
+    if (args.device, args.precision, args.model, args.batch_size) != ("cpu", "fp32", "tiny", BATCH_SIZE):
+        print("not the published CPU set-up: acceptance checks skipped")
         return 0
     failures = []
     if mm["zero_shot_top1"] < oc["zero_shot_top1"] - TOP1_TOLERANCE:
