@@ -3,8 +3,8 @@
 The lock is an exclusive POSIX record lock (``lockf``) on ``OUTPUT_DIR/.mmcontrast-run.lock``, taken by the main
 process. The kernel drops it when the holding process ends, however it ends, so the lock of a killed run is stale at
 once and the next run takes it over (and says whose it was). Unlike a ``flock``, it is not shared with the
-processes the run forks (DataLoader workers), which may outlive a killed run by a few seconds. The file records the holder (pid, host, start time, command) for
-the message a second run gets while the first is alive.
+processes the run forks (DataLoader workers), which may outlive a killed run by a few seconds. The file records the
+holder (pid, host, start time, command) for the message a second run gets while the first is alive.
 
 A run that starts afresh in a folder holding another run's checkpoints or model refuses, unless it resumes from
 one of those checkpoints (``resume_from``) or is told to replace them (``overwrite_output_dir=true``).

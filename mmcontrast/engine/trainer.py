@@ -203,7 +203,7 @@ class Trainer:
         optimizer = _adamw(method, config)
         self.skipped_samples = 0  # bad samples the stream passed over in this process
         if self.streamed:
-            self.stream_loader = _stream_loader(dataset, self.collate, config)
+            self.stream_loader = _stream_loader(dataset, self.collate, config, self.accelerator.device)
             self.steps_per_epoch = _stream_steps_per_epoch(dataset, config, self.accelerator.num_processes)
         else:
             self.steps_per_epoch = math.ceil(len(self.batch_sampler) / config.gradient_accumulation_steps)
@@ -251,6 +251,7 @@ class Trainer:
             batch_sampler=batches,
             collate_fn=self.collate,
             num_workers=self.config.num_workers,
+            pin_memory=self.accelerator.device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
             generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
         )
 
@@ -473,7 +474,7 @@ class Trainer:
                     self.skipped_samples += batch["skipped"]
                     epoch, batch = batch["epoch"], batch["batch"]
                 boundary = index % accumulation == 0 or index == last
-                batch = send_to_device(batch, accelerator.device)
+                batch = send_to_device(batch, accelerator.device, non_blocking=True)  # pinned: no wait
                 sync = contextlib.nullcontext() if boundary else accelerator.no_sync(self.model)
                 with sync:
                     output = self.backward(batch, 1.0 / accumulation, step + 1, sync_gradients=boundary)
@@ -547,7 +548,9 @@ class Trainer:
         return total
 
 
-def _stream_loader(dataset: StreamedBatches, collate: Callable, config: TrainingConfig) -> StatefulDataLoader:
+def _stream_loader(
+    dataset: StreamedBatches, collate: Callable, config: TrainingConfig, device: torch.device
+) -> StatefulDataLoader:
     """The loader of streamed batches: its state (each worker's position) is part of every checkpoint."""
     if dataset.num_workers != config.num_workers:
         raise ValueError(
@@ -559,6 +562,7 @@ def _stream_loader(dataset: StreamedBatches, collate: Callable, config: Training
         batch_size=None,  # StreamedBatches yields whole batches
         collate_fn=_StreamCollate(collate),
         num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",  # page-locked batches copy to the GPU asynchronously
         generator=torch.Generator(),  # keeps the global RNG (dropout) untouched by the loader
     )
 
