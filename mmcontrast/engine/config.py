@@ -93,6 +93,11 @@ class TrainingConfig:
             in-batch negatives that need the no-duplicates rule.
         gradient_checkpointing: recompute the towers' activations in the backward pass instead of keeping them
             (less memory, about a third more compute); for transformers, timm and open_clip towers.
+        find_unused_parameters: under DDP (several processes, no FSDP / DeepSpeed), search every step for
+            trainable parameters that got no gradient (DDP's option of that name; it costs time on GPUs). Null: the
+            engine decides by one forward and backward of the first batch before training (on only when the
+            method leaves some parameters without gradient, e.g. a text model's pooler under mean pooling);
+            true / false: as given (a run that needs it and has it off stops with an error naming this key).
         report_to: experiment trackers of Accelerate that receive the logs: `tensorboard` (default), `wandb`,
             `mlflow`, `comet_ml`, `aim`, `clearml`, `dvclive`, ... (each needs its package installed); `[]`: none.
         early_stopping: stop when an evaluation metric stops improving.
@@ -122,6 +127,7 @@ class TrainingConfig:
     progress_bar: bool = True
     group_by_length: bool = False
     gradient_checkpointing: bool = False
+    find_unused_parameters: bool | None = None
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: KeepBestConfig = field(default_factory=KeepBestConfig)
