@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import sys
 import time
 import uuid
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -244,6 +246,7 @@ class Trainer:
         batch = next(iter(self._batches(0, skip=0)))
         batch = send_to_device(batch["chunks"][0] if "chunks" in batch else batch, self.accelerator.device)
         rng, buffers = _rng_state(), {name: b.clone() for name, b in method.named_buffers()}
+        python_rng, numpy_rng = random.getstate(), np.random.get_state()
         method.to(self.accelerator.device)
         with self.accelerator.autocast():
             method(batch).loss.backward()
@@ -253,6 +256,8 @@ class Trainer:
             for name, buffer in method.named_buffers():
                 buffer.copy_(buffers[name])
         _set_rng_state(rng)
+        random.setstate(python_rng)
+        np.random.set_state(numpy_rng)
         if unused:
             self.accelerator.print(
                 f"train.find_unused_parameters: {len(unused)} trainable parameters get no gradient (first: "
