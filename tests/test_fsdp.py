@@ -157,19 +157,24 @@ def test_fsdp2_sigkill_then_resume_matches_uninterrupted(no_dropout_bert, pairs_
 
 
 @pytest.mark.slow
-def test_fsdp2_cached_large_batch_matches_ddp(no_dropout_bert, pairs_csv, tmp_path):
+def test_fsdp2_cached_batch_and_gradient_accumulation_match_ddp(no_dropout_bert, pairs_csv, tmp_path):
     """GradCache under FSDP2 (each backward pass reduce-scatters) takes the steps of GradCache under DDP (one
-    all-reduce of the summed gradients) and of the uncached batch."""
+    all-reduce of the summed gradients) and of the uncached batch; accumulation over 2 micro-batches (FSDP2's
+    `set_requires_gradient_sync(False)` between them) takes DDP's steps too."""
     runs = {}
     for name, config, extra in [
         ("fsdp_cached", "fsdp2.yaml", ["train.cache_chunk_size=2"]),
         ("ddp_cached", "ddp.yaml", ["train.cache_chunk_size=2"]),
         ("fsdp", "fsdp2.yaml", []),
+        ("fsdp_accumulated", "fsdp2.yaml", ["train.gradient_accumulation_steps=2"]),
+        ("ddp_accumulated", "ddp.yaml", ["train.gradient_accumulation_steps=2"]),
     ]:
         _train(_launch(config, *_sbert(no_dropout_bert, pairs_csv, tmp_path / name, "eval.retrieval=null", *extra)))
         runs[name] = _weights(tmp_path / name)
     _assert_close(runs["fsdp_cached"], runs["ddp_cached"], atol=1e-6)
     _assert_close(runs["fsdp_cached"], runs["fsdp"], atol=1e-6)
+    _assert_close(runs["fsdp_accumulated"], runs["ddp_accumulated"], atol=1e-6)
+    assert any(not torch.equal(runs["fsdp_accumulated"][k], v) for k, v in runs["fsdp"].items())  # other steps
 
 
 def test_ddp_without_find_unused_parameters_names_the_key(tiny_bert_path, pairs_csv, tmp_path):
