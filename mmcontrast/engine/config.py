@@ -103,6 +103,11 @@ class TrainingConfig:
         compile_mode: the inductor mode: `default`, `reduce-overhead` (CUDA graphs: less launch overhead for
             small batches, more memory), `max-autotune` (slower compilation, faster kernels) or
             `max-autotune-no-cudagraphs`; as transformers' `torch_compile_mode`.
+        find_unused_parameters: under DDP (several processes, no FSDP / DeepSpeed), search every step for
+            trainable parameters that got no gradient (DDP's option of that name; it costs time on GPUs). Null: the
+            engine decides by one forward and backward of the first batch before training (on only when the
+            method leaves some parameters without gradient, e.g. a text model's pooler under mean pooling);
+            true / false: as given (a run that needs it and has it off stops with an error naming this key).
         report_to: experiment trackers of Accelerate that receive the logs: `tensorboard` (default), `wandb`,
             `mlflow`, `comet_ml`, `aim`, `clearml`, `dvclive`, ... (each needs its package installed); `[]`: none.
         early_stopping: stop when an evaluation metric stops improving.
@@ -135,6 +140,7 @@ class TrainingConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    find_unused_parameters: bool | None = None
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     keep_best: KeepBestConfig = field(default_factory=KeepBestConfig)

@@ -6,7 +6,8 @@ training rows, the number of processes and the mmcontrast version. Resuming with
 the keys. Safe to change on resume (:data:`RESUMABLE_TRAIN_KEYS`): `train.max_steps` / `train.epochs` (to extend
 or shorten a run; the learning-rate schedule follows the new total, warm-up stays as it was), the logging, saving
 and evaluation intervals, `train.save_total_limit`, `train.num_workers`, `train.progress_bar`, `train.report_to`,
-`train.early_stopping`, `train.keep_best`, `train.gradient_checkpointing`, `train.compile`,
+`train.early_stopping`, `train.keep_best`, `train.gradient_checkpointing`, `train.find_unused_parameters`,
+`train.compile`,
 `train.compile_backend` and `train.compile_mode` (they change how the same maths is computed, not the maths; a
 compiled step rounds differently from an eager one, so a resume that switches them continues the run closely, not
 bit for bit); and the recipe's
@@ -36,6 +37,7 @@ RESUMABLE_TRAIN_KEYS = frozenset(
         "early_stopping",
         "keep_best",
         "gradient_checkpointing",
+        "find_unused_parameters",
         "compile",
         "compile_backend",
         "compile_mode",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -66,6 +68,15 @@ from mmcontrast.engine.divergence import DivergenceWatch
 from mmcontrast.engine.fingerprint import RESUMABLE_TRAIN_KEYS, differences, run_fingerprint
 from mmcontrast.engine.processes import use_cpu
 from mmcontrast.engine.run_folder import RunFolder, prepare_run_folder
+from mmcontrast.engine.sharding import (
+    FullCopy,
+    check_sharded_settings,
+    declare_layers,
+    enable_fsdp_on_cpu,
+    fill_optimizer_state,
+    shards_parameters,
+    wraps_in_ddp,
+)
 from mmcontrast.methods.base import LossOutput, Method, NonFiniteError
 from mmcontrast.typed_config import ConfigError, check_ranges
 
@@ -174,16 +185,18 @@ class Trainer:
         # Accelerate keeps precision settings in a process-wide singleton; a new run in the same Python
         # process (a notebook, a test) may ask for other settings, so start it afresh (the process group stays).
         AcceleratorState._reset_state(reset_partial_state=False)
+        ddp_options = DistributedDataParallelKwargs(find_unused_parameters=bool(config.find_unused_parameters))
         self.accelerator = Accelerator(
             cpu=use_cpu(),
             mixed_precision=config.mixed_precision,
-            # towers may hold weights a method does not use (a text model's unused pooler, for one)
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            kwargs_handlers=[ddp_options],
             log_with=[*_tracker_names(config.report_to), *trackers] or None,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
             ),
         )
+        enable_fsdp_on_cpu(self.accelerator)
+        check_sharded_settings(self.accelerator, config)
         set_seed(config.seed)
         self.dataset = dataset
         self.streamed = isinstance(dataset, StreamedBatches)
@@ -228,7 +241,15 @@ class Trainer:
         self.run_id = uuid.uuid4().hex
         # the weights' scale at the start, to tell a diverged run from a trained one at the end
         self.initial_scale = {name: float(p.detach().abs().max()) for name, p in method.named_parameters() if p.numel()}
+        if config.find_unused_parameters is None and wraps_in_ddp(self.accelerator):
+            # DDP's search for unused parameters costs every step: only when the method leaves some unused
+            ddp_options.find_unused_parameters = bool(self._unused_parameters(method))
+        self.full_copy = FullCopy(method, self.accelerator) if shards_parameters(self.accelerator) else None
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            declare_layers(method)
         self.model, self.optimizer = self.accelerator.prepare(method, optimizer)
+        if self.full_copy is not None and self.accelerator.distributed_type == DistributedType.FSDP:
+            fill_optimizer_state(optimizer)
         self._trainable: list[torch.nn.Parameter] | None = None  # set at the first gradient-norm check
         # the scheduler's state goes into trainer_state.json (not a pickle registered with Accelerate)
         self.accelerator.init_trackers("mmcontrast", config=_flat_scalars(run_config or {}))
@@ -238,8 +259,41 @@ class Trainer:
 
     @property
     def method(self) -> Method:
-        """The trained method, unwrapped from any distributed wrapper."""
+        """The trained method, unwrapped from any distributed wrapper; with sharded parameters (FSDP, ZeRO-3), the
+        main process's full copy, as of the last evaluation (:class:`~mmcontrast.engine.sharding.FullCopy`)."""
+        if self.full_copy is not None and self.full_copy.method is not None:
+            return self.full_copy.method
         return self.accelerator.unwrap_model(self.model)
+
+    def _unused_parameters(self, method: Method) -> list[str]:
+        """The trainable parameters that get no gradient from one forward and backward of this process's first
+        batch (before DDP wraps the method); RNG states, buffers and gradients are left as they were."""
+        if self.streamed:  # a loader of its own: the training loader's position stays at the stream's start
+            batch = next(iter(_stream_loader(self.dataset, self.collate, self.config, self.accelerator.device)))[
+                "batch"
+            ]
+        else:
+            batch = next(iter(self._batches(0, skip=0)))
+        batch = send_to_device(batch["chunks"][0] if "chunks" in batch else batch, self.accelerator.device)
+        rng, buffers = _rng_state(), {name: b.clone() for name, b in method.named_buffers()}
+        python_rng, numpy_rng = random.getstate(), np.random.get_state()
+        method.to(self.accelerator.device)
+        with self.accelerator.autocast():
+            method(batch).loss.backward()
+        unused = [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
+        method.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, buffer in method.named_buffers():
+                buffer.copy_(buffers[name])
+        _set_rng_state(rng)
+        random.setstate(python_rng)
+        np.random.set_state(numpy_rng)
+        if unused:
+            self.accelerator.print(
+                f"train.find_unused_parameters: {len(unused)} trainable parameters get no gradient (first: "
+                f"{unused[0]}), so DDP searches for unused parameters at every step"
+            )
+        return unused
 
     def _batches(self, epoch: int, skip: int) -> DataLoader:
         self.batch_sampler.set_epoch(epoch)
@@ -259,11 +313,14 @@ class Trainer:
         """Run the evaluators on the main process, log the metrics at ``step`` and return them on every process
         (broadcast, so callbacks decide alike everywhere); ``notify=False`` leaves the log and callbacks alone."""
         metrics: dict[str, float] = {}
+        if self.full_copy is not None:  # every process sends its shards
+            self.full_copy.refresh(self.model, step)
         if self.accelerator.is_main_process:
             was_training = self.model.training
-            for name, evaluator in self.evaluators.items():
-                for key, value in evaluator(self.method).items():
-                    metrics[f"{name}/{key}"] = float(value)
+            with self.full_copy.on(self.accelerator.device) if self.full_copy else contextlib.nullcontext():
+                for name, evaluator in self.evaluators.items():
+                    for key, value in evaluator(self.method).items():
+                        metrics[f"{name}/{key}"] = float(value)
             self.model.train(was_training)  # evaluators may switch the method to eval mode
             if metrics and notify:
                 self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
@@ -361,17 +418,26 @@ class Trainer:
 
     def check_weights(self) -> None:
         """Refuse weights that are non-finite or exploded (> 1e4 and 100x their initial scale): such a model is
-        not worth exporting, and a user would not notice from the exit code alone."""
+        not worth exporting, and a user would not notice from the exit code alone. The main process checks (the
+        full copy of a sharded model) and tells the others."""
+        problem = [self._weight_problem() if self.accelerator.is_main_process else None]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(problem, from_process=0)
+        if problem[0] is not None:
+            raise TrainingDivergedError(problem[0])
+
+    def _weight_problem(self) -> str | None:
         for name, parameter in self.method.named_parameters():
             if name not in self.initial_scale:
                 continue
             scale = float(parameter.detach().abs().max())
             if not math.isfinite(scale) or (scale > EXPLODED and scale > 100 * max(self.initial_scale[name], 1.0)):
-                raise TrainingDivergedError(
+                return (
                     f"training diverged: parameter '{name}' ends with values up to {scale:.3g} (it started at "
                     f"{self.initial_scale[name]:.3g}), so no model is exported. Lower train.lr (or raise "
                     "train.warmup_ratio) and train again with overwrite_output_dir=true"
                 )
+        return None
 
     def backward(
         self, batch: dict[str, Any], scale: float = 1.0, step: int = 0, sync_gradients: bool = True
@@ -384,6 +450,14 @@ class Trainer:
         except NonFiniteError as error:  # raised between embed and loss, before the loss core sees the input
             self._check_divergence()  # an earlier step that went bad is the one to report
             raise self._diverged(step, str(error)) from error
+        except RuntimeError as error:
+            if "find_unused_parameters" in str(error):  # DDP met parameters the previous step left unused
+                raise ConfigError(
+                    f"step {step}: some trainable parameters of {type(self.method).__name__} got no gradient in the "
+                    "previous step, which DDP cannot reduce: set train.find_unused_parameters=true (or leave it "
+                    f"null, to let the engine decide)\n{str(error).splitlines()[0]}"
+                ) from error
+            raise
         self._check_loss(output.loss, step)
         self.accelerator.backward(output.loss * scale)
         return output
@@ -402,9 +476,13 @@ class Trainer:
         self._rates.clear()
 
     def _cached_backward(self, batch: dict[str, Any], scale: float, step: int, sync_gradients: bool) -> LossOutput:
-        """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad."""
+        """GradCache (Gao et al. 2021): embed chunks without grad, loss on the cache, re-embed with grad.
+
+        Under DDP the passes run without gradient synchronisation and the summed gradients are averaged once at
+        the end; FSDP reduce-scatters the gradients of each backward pass into the sharded ones."""
         chunks, states, cached = batch["chunks"], [], []
-        with self.accelerator.no_sync(self.model):
+        sharded = self.full_copy is not None
+        with contextlib.nullcontext() if sharded else self.accelerator.no_sync(self.model):
             with torch.no_grad():
                 for chunk in chunks:
                     states.append(_rng_state())
@@ -422,7 +500,7 @@ class Trainer:
                 surrogate = sum((fresh[k] * embeddings[k].grad[start : start + rows]).sum() for k in fresh)
                 surrogate.backward()
                 start += rows
-        if sync_gradients and self.accelerator.num_processes > 1:
+        if sync_gradients and self.accelerator.num_processes > 1 and not sharded:
             for parameter in self.model.parameters():
                 if parameter.grad is not None:
                     torch.distributed.all_reduce(parameter.grad)
@@ -491,7 +569,8 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 step += 1
-                self.method.after_optimizer_step(step, self.total_steps)  # EMA targets, queues (checkpointed state)
+                # EMA targets, queues (checkpointed state), on the trained (under FSDP sharded) method
+                self.accelerator.unwrap_model(self.model).after_optimizer_step(step, self.total_steps)
                 progress.update(1)
                 if step % config.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
