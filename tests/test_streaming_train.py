@@ -272,3 +272,21 @@ def test_clap_streams_audio_tar_shards_and_skips_damaged_clips(tmp_path, capfd):
     assert summary["skipped_rows"] == 2  # one damaged clip per shard, each worker's batch reads its whole shard
     assert "truncated wav" in capfd.readouterr().err
     assert (run / "model" / "config.json").is_file()
+
+
+def test_sbert_streams_text_pairs_from_tar_shards(tiny_bert_path, tmp_path):
+    # webdataset members KEY.anchor.txt + KEY.positive.txt: the columns are the member names after the key
+    shards = tmp_path / "tars"
+    shards.mkdir()
+    pairs = synthetic_pairs(32)
+    for shard in range(2):
+        with tarfile.open(shards / f"pairs-{shard}.tar", "w") as archive:
+            for index in range(shard, len(pairs), 2):
+                for column, text in zip(("anchor", "positive"), pairs[index], strict=True):
+                    info = tarfile.TarInfo(f"{index:05d}.{column}.txt")
+                    info.size = len(text.encode())
+                    archive.addfile(info, io.BytesIO(text.encode()))
+    run = tmp_path / "run"
+    arguments = sbert_stream_args(tiny_bert_path, shards, run, "data.columns=[anchor.txt, positive.txt]")
+    assert main(arguments) == 0
+    assert json.loads((run / "summary.json").read_text())["global_step"] == 32 // 8
