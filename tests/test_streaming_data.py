@@ -184,3 +184,25 @@ def test_errors_name_what_to_change(tmp_path):
 
     with pytest.raises(ValueError, match="the last 1000 rows of the stream were all bad"):
         next(iter(batches_of(parquet_shards(tmp_path / "big", 1, 1100), 2, workers=0, decode=reject)))
+
+
+class EpochTagged:
+    """A decode with a per-epoch treatment: it tags each row with the epoch the stream set."""
+
+    def __init__(self) -> None:
+        self.epoch = -1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, raw: dict) -> dict:
+        return {"id": raw["id"], "epoch": self.epoch}
+
+
+def test_a_decode_learns_each_epoch_in_the_worker(tmp_path):
+    folder = parquet_shards(tmp_path / "shards", 2, 6)
+    batches = batches_of(folder, 3, workers=2, decode=EpochTagged())
+    items = [item for _, item in zip(range(8), loader(batches), strict=False)]
+    for item in items:  # a worker's share is 6 rows: 2 batches per epoch, each batch within one epoch
+        assert {row["epoch"] for row in item["rows"]} == {item["epoch"]}
+    assert [item["epoch"] for item in items] == [0, 0, 0, 0, 1, 1, 1, 1]  # workers alternate batch by batch

@@ -214,7 +214,8 @@ class StreamedBatches(torch.utils.data.IterableDataset):
     Args:
         stream: the whole stream (:func:`open_stream`).
         decode: raw row -> the row the method's ``collate`` takes; raises :class:`BadSample` for a row to skip,
-            returns None for a row left out on purpose (not counted).
+            returns None for a row left out on purpose (not counted). Its ``set_epoch(epoch)``, if any, is called
+            in the worker as the worker's stream enters an epoch.
         batch_size: rows per batch.
         seed: seed of the shard order and of the block permutations.
         shuffle_buffer: rows per shuffle block.
@@ -318,6 +319,8 @@ class StreamedBatches(torch.utils.data.IterableDataset):
         mine = self.shards[worker.id if worker else 0]
         while True:
             epoch, resumed = position["epoch"], position["start"] is not None
+            if hasattr(self.decode, "set_epoch"):  # a decode with random treatment (a crop) draws it per epoch
+                self.decode.set_epoch(epoch)
             order = [mine[i] for i in np.random.default_rng([self.seed, epoch]).permutation(len(mine))]
             empty = True
             for block, end in self._blocks(order, position["start"]):

@@ -344,15 +344,20 @@ class _ZeroShot:
 
 class StreamedAudioTextRows:
     """A streamed (audio, caption) row as the CLAP method takes it: the clip decoded (soundfile, else PyAV) to mono
-    at the audio tower's rate and, when longer than the tower's window, cut to a window drawn from the seed and the
-    sample (its tar key, or its caption: the same window every epoch). A clip that does not decode or is shorter
-    than 20 ms, or a missing caption, is a bad sample (skipped and counted)."""
+    at the audio tower's rate and, when longer than the tower's window, cut to a window drawn from the seed, the
+    epoch and the sample (its tar key, or its caption), as map-style data is cut by (seed, epoch, row). A clip that
+    does not decode or is shorter than 20 ms, or a missing caption, is a bad sample (skipped and counted)."""
 
     def __init__(
         self, audio_column: str, caption_column: str, sample_rate: int, max_samples: int | None, seed: int
     ) -> None:
         self.audio_column, self.caption_column = audio_column, caption_column
         self.sample_rate, self.max_samples, self.seed = sample_rate, max_samples, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the windows of epoch ``epoch`` from now on (called by the stream in its worker)."""
+        self.epoch = int(epoch)
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         audio_field = stream_column(raw, self.audio_column, AUDIO_MEMBERS, "data.audio_column")
@@ -374,7 +379,7 @@ class StreamedAudioTextRows:
             raise BadSample(f"audio '{audio_field}' is shorter than {MIN_SECONDS * 1000:.0f} ms")
         if self.max_samples is not None:
             sample = stable_hash(str(raw.get("__key__", caption)))
-            generator = torch.Generator().manual_seed(view_seed(self.seed, 0, sample))
+            generator = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, sample))
             waveform = crop_or_pad(waveform, self.max_samples, train=True, generator=generator)
         return {"audio": waveform.contiguous(), "sample_rate": self.sample_rate, "caption": caption}
 
