@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from mmcontrast.data.images import StreamedImageTextRows
+from mmcontrast.data.images import StreamedImageRows
 from mmcontrast.data.streaming import BadSample, StreamedBatches, count_rows, open_stream, shard_files
 
 
@@ -119,7 +119,7 @@ def test_the_stream_position_resumes_exactly_across_workers_and_epochs(tmp_path)
 def test_bad_samples_in_tar_shards_are_skipped_and_counted(tmp_path, capfd):
     damage = {"0000002": "image", "0000005": "caption", "0010006": "image", "0010001": "caption"}
     folder = tar_shards(tmp_path / "tars", 2, 8, damage)
-    decode = StreamedImageTextRows("file_name", "text")  # a table's columns: tar members fall back to png / txt
+    decode = StreamedImageRows("file_name", "text")  # a table's columns: tar members fall back to png / txt
     batches = batches_of(folder, 6, workers=2, decode=decode)  # 6 good samples per worker (shard)
     assert batches.num_rows == 16
     items = [item for _, item in zip(range(2), loader(batches), strict=False)]

@@ -21,6 +21,7 @@ import torch
 from conftest import pairs_training_args, synthetic_pairs
 from safetensors.torch import load_file
 from test_launch_distributed import _cpu_environment, _two_process_launch
+from test_streaming_data import png_bytes
 
 from mmcontrast.cli import main
 from mmcontrast.data.images import DIGIT_NAMES, digits
@@ -290,3 +291,35 @@ def test_sbert_streams_text_pairs_from_tar_shards(tiny_bert_path, tmp_path):
     arguments = sbert_stream_args(tiny_bert_path, shards, run, "data.columns=[anchor.txt, positive.txt]")
     assert main(arguments) == 0
     assert json.loads((run / "summary.json").read_text())["global_step"] == 32 // 8
+
+
+@pytest.mark.parametrize("recipe", ["simclr_digits", "moco_digits"])
+def test_views_methods_stream_image_shards(tmp_path, recipe):
+    shards = digit_tar_shards(tmp_path / "shards", 2, 64, bad_per_shard=1)
+    run = tmp_path / "run"
+    arguments = [
+        "train", str(ROOT / "recipes" / f"{recipe}.yaml"), f"output_dir={run}", f"data.train={shards}",
+        "data.streaming=true", "train.batch_size=32", "train.max_steps=4", "train.num_workers=2",
+        "train.eval_steps=0", "train.progress_bar=false", "train.report_to=[]", "eval.random_init=false",
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["skipped_rows"] >= 1
+    assert "probe/knn_top1" in summary["metrics"]
+
+
+def test_streamed_views_are_drawn_from_seed_epoch_and_sample():
+    from mmcontrast.data.images import StreamedImageRows
+    from mmcontrast.views.simclr import StreamedViews, simclr_transform
+
+    raw = {"__key__": "000001", "__url__": "/data/a.tar", "png": png_bytes(1)}
+    views = StreamedViews(StreamedImageRows("image"), simclr_transform(16, [0.5] * 3, [0.5] * 3), seed=3)
+    first = views(raw)["views"]
+    again = views(dict(raw))["views"]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))  # the same sample, the same views
+    assert not torch.equal(first[0], first[1])
+    views.set_epoch(1)
+    assert not torch.equal(views(raw)["views"][0], first[0])  # another epoch, other views
+    views.set_epoch(0)
+    other = views({**raw, "__key__": "000002"})["views"]
+    assert not torch.equal(other[0], first[0])  # another sample (the same pixels), other views

@@ -192,8 +192,9 @@ def load_image_rows(
     return image_folder(source, caption_column=caption_column)
 
 
-class StreamedImageTextRows:
-    """A streamed (image, caption) row as the CLIP method takes it: ``{"image": RGB PIL image, "caption": str}``.
+class StreamedImageRows:
+    """A streamed image row as a method takes it: ``{"image": RGB PIL image}``, with ``"caption"`` when a caption
+    column is named (CLIP); other methods (the views methods) take the image alone.
 
     The image is a column's ``{"bytes", "path"}`` (a webdataset tar member or a parquet image column), raw bytes,
     or a file path. Columns not in a sample fall back to webdataset's member names: the first image suffix
@@ -201,23 +202,26 @@ class StreamedImageTextRows:
     empty caption, raises :class:`~mmcontrast.data.streaming.BadSample` (the stream skips and counts it).
     """
 
-    def __init__(self, image_column: str, caption_column: str) -> None:
+    def __init__(self, image_column: str, caption_column: str | None = None) -> None:
         self.image_column, self.caption_column = image_column, caption_column
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         image_field = stream_column(raw, self.image_column, IMAGE_MEMBERS, "data.image_column")
-        caption_field = stream_column(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
-        caption = raw[caption_field]
-        if not isinstance(caption, str) or not caption.strip():
-            raise BadSample(f"caption '{caption_field}' is missing or empty")
+        row: dict[str, Any] = {}
+        if self.caption_column is not None:
+            caption_field = stream_column(raw, self.caption_column, TEXT_MEMBERS, "data.caption_column")
+            caption = raw[caption_field]
+            if not isinstance(caption, str) or not caption.strip():
+                raise BadSample(f"caption '{caption_field}' is missing or empty")
+            row["caption"] = caption
         value = raw[image_field]
-        if value is None:
-            raise BadSample(f"image '{image_field}' is missing")
         if isinstance(value, dict):
             value = value.get("bytes") or value.get("path")
+        if value is None:
+            raise BadSample(f"image '{image_field}' is missing")
         try:
             with Image.open(io.BytesIO(value) if isinstance(value, bytes) else value) as image:
                 image.load()
-                return {"image": to_rgb(image), "caption": caption}
+                return {"image": to_rgb(image), **row}
         except Exception as error:  # PIL raises many types for a damaged image
             raise BadSample(f"image '{image_field}' does not decode: {type(error).__name__}: {error}") from error

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import hashlib
 import re
 import sys
 import tarfile
@@ -370,6 +371,22 @@ def stream_column(raw: dict[str, Any], column: str, fallbacks: Sequence[str], ke
     raise ValueError(
         f"the streamed rows have no column '{column}' (nor {', '.join(fallbacks)}): set {key} to one of {fields}"
     )
+
+
+def sample_key(raw: dict[str, Any]) -> int:
+    """A 63-bit number naming a streamed row by what it is, wherever and whenever it is read: a tar sample's shard
+    name and key, else a digest of the row's content. Seeds per-sample treatments (views, crops) of a stream, as a
+    row index seeds them in map-style data."""
+    if "__key__" in raw:
+        name = f"{Path(str(raw.get('__url__', ''))).name}:{raw['__key__']}".encode()
+    else:
+        digest = hashlib.blake2b(digest_size=16)
+        for column in sorted(raw):
+            value = raw[column]
+            digest.update(column.encode())
+            digest.update(value if isinstance(value, bytes) else repr(value).encode())
+        name = digest.digest()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "little") >> 1
 
 
 def _fresh_position() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from mmcontrast.data.images import (
     DIGIT_CAPTIONS,
     DecodedImages,
     ImageRows,
-    StreamedImageTextRows,
+    StreamedImageRows,
     caption_rows,
     load_image_rows,
 )
@@ -458,7 +458,7 @@ def _streamed_rows(recipe: ClipRecipe) -> Any:
             "data.streaming reads shards (parquet, or webdataset tar: KEY.jpg + KEY.txt) or a hub dataset, not "
             "sklearn:digits: point data.train at them, or set data.streaming=false"
         )
-    decode = StreamedImageTextRows(data.image_column, data.caption_column)
+    decode = StreamedImageRows(data.image_column, data.caption_column)
     return streamed_batches(recipe.train, data, str(data.train), decode, split=data.split, limit=data.limit)
 
 

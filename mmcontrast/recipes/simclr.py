@@ -25,14 +25,22 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from mmcontrast.data.audio import DecodedAudio
-from mmcontrast.data.images import DecodedImages, ImageRows, load_image_rows
+from mmcontrast.data.images import DecodedImages, ImageRows, StreamedImageRows, load_image_rows
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.probe import FrozenFeatureProbe, Weighting
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.methods.views import ViewsMethod
 from mmcontrast.modalities.audio import AudioEncoder
 from mmcontrast.recipes.audio_tower import AudioTowerConfig, build_audio_tower
-from mmcontrast.recipes.base import EvalSchedule, RecipeBase, RecipeParts, batch_sampler, grouped_batch_sampler
+from mmcontrast.recipes.base import (
+    EvalSchedule,
+    RecipeBase,
+    RecipeParts,
+    StreamingConfig,
+    batch_sampler,
+    grouped_batch_sampler,
+    streamed_batches,
+)
 from mmcontrast.recipes.cpc import SpeechDataConfig
 from mmcontrast.recipes.image_tower import ImageTowerConfig, build_image_tower
 from mmcontrast.recipes.sbert import TextModelConfig
@@ -59,7 +67,7 @@ from mmcontrast.typed_config import (
     UnitFloat,
 )
 from mmcontrast.views.audio import AudioViews, AudioViewsDataset, LogMel, SpecAugment, audio_views
-from mmcontrast.views.simclr import ViewsDataset, simclr_transform
+from mmcontrast.views.simclr import StreamedViews, ViewsDataset, simclr_transform
 
 _USAGE = """import torch
 from PIL import Image
@@ -200,14 +208,18 @@ class ViewsConfig:
 
 
 @dataclass
-class ImageDataConfig:
+class ImageDataConfig(StreamingConfig):
     """Training images; labels and captions, if any, are not used (`data:` section).
 
-    The image keys (`train` to `limit`) read images; an audio recipe sets `data.audio` instead.
+    The image keys (`train` to `limit`, `streaming`, `shuffle_buffer`) read images; an audio recipe sets
+    `data.audio` instead.
 
     Attributes:
         train: `sklearn:digits`, an image folder (one sub-folder per class, or `metadata.csv`/`.jsonl`), or a
-            csv / json / jsonl of image paths.
+            csv / json / jsonl of image paths; streamed (`streaming`): webdataset tar shards, parquet shards or a
+            hub dataset.
+        image_column: column of a streamed row's image (bytes or a path); a tar sample without it falls back to its
+            image member (`jpg`, `png`, ...).
         split: split of `sklearn:digits` (`train`, `test`, `all`).
         image_size: side of the rendered digits.
         limit: use only the first N images.
@@ -218,6 +230,7 @@ class ImageDataConfig:
     """
 
     train: str = "sklearn:digits"
+    image_column: str = "image"
     split: str = "train"
     image_size: PositiveInt = 32
     limit: PositiveInt | None = None
@@ -473,14 +486,44 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
         blur=views.blur,
         grayscale=views.grayscale,
     )
+    seed = recipe.train.seed if views.seed is None else views.seed
+    if data.streaming:
+        return _streamed_image_parts(recipe, raw, encoder, transform, seed)
     rows: ImageRows = load_image_rows(data.train, split=data.split, image_size=data.image_size)
     for path, reason in rows.skipped[:10]:
         print(f"skipped unreadable image {path}: {reason}")
     if data.limit is not None:
         rows.rows = rows.rows[: data.limit]
     method = build_method(recipe, encoder, "image", len(rows.rows))
-    seed = recipe.train.seed if views.seed is None else views.seed
     dataset = ViewsDataset(DecodedImages(rows.rows), transform, seed=seed, num_views=views.num_views)
+    sampler = batch_sampler(recipe.train, len(dataset))
+    return _image_parts(recipe, raw, method, dataset, sampler, len(rows.skipped))
+
+
+def _streamed_image_parts(
+    recipe: SimclrRecipe, raw: dict[str, Any], encoder: Any, transform: Any, seed: int
+) -> RecipeParts:
+    """An image views recipe on streamed images (`data.streaming`): views drawn from (seed, epoch, sample)."""
+    data = recipe.data
+    if recipe.method in ("memory_bank", "supcon"):
+        needs = "a fixed index per image (its memory bank slot)" if recipe.method == "memory_bank" else "class labels"
+        raise ValueError(
+            f"method {recipe.method} needs {needs}, which a stream does not give: set data.streaming=false"
+        )
+    if data.train == "sklearn:digits":
+        raise ValueError(
+            "data.streaming reads shards (webdataset tar of KEY.jpg / KEY.png, or parquet with an image column) or a "
+            "hub dataset, not sklearn:digits: point data.train at them, or set data.streaming=false"
+        )
+    views = StreamedViews(StreamedImageRows(data.image_column), transform, seed, recipe.views.num_views)
+    dataset = streamed_batches(recipe.train, data, data.train, views, split=data.split, limit=data.limit)
+    method = build_method(recipe, encoder, "image", 0)
+    return _image_parts(recipe, raw, method, dataset, None, 0)
+
+
+def _image_parts(
+    recipe: SimclrRecipe, raw: dict[str, Any], method: ViewsMethod, dataset: Any, sampler: Any, skipped: int
+) -> RecipeParts:
     evaluators: dict[str, Any] = {}
     probes = probe(recipe)
     if probes is not None:
@@ -491,10 +534,10 @@ def build(recipe: SimclrRecipe, raw: dict[str, Any]) -> RecipeParts:
     return RecipeParts(
         method=method,
         dataset=dataset,
-        batch_sampler=batch_sampler(recipe.train, len(dataset)),
+        batch_sampler=sampler,
         evaluators=evaluators,
         export=_export(recipe, raw),
-        skipped_rows=len(rows.skipped),
+        skipped_rows=skipped,
     )
 
 

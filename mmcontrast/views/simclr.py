@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from mmcontrast.data.streaming import sample_key
 from mmcontrast.modalities.image import to_rgb
 
 SIMCLR_CROP_SCALE = (0.08, 1.0)
@@ -303,4 +304,42 @@ class AugmentedDataset(SeededRows):
         row = dict(self.rows[index])
         with forked_cpu_rng(self.row_seed(index)):
             row[self.key] = self.transform(row[self.key])
+        return row
+
+
+class StreamedViews:
+    """The views of streamed rows: a stream's decode, then :class:`ViewsDataset`'s views of the row's ``key``,
+    drawn under torch's CPU generator seeded by ``view_seed(seed, epoch, sample)``, ``sample`` naming the row by what
+    it is (:func:`~mmcontrast.data.streaming.sample_key`: its tar key, or its content). A resumed stream thus draws
+    the same views, and another epoch new ones (the stream calls :meth:`set_epoch` in its worker).
+
+    Args:
+        decode: raw streamed row -> a row with a ``key`` field (:class:`~mmcontrast.data.images.StreamedImageRows`).
+        views: one transform for every view, or one per view (as :class:`ViewsDataset`).
+        seed: base seed of the views.
+        num_views: views per row when ``views`` is a single transform.
+        key: the row field the transforms read.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[dict[str, Any]], dict[str, Any]],
+        views: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
+        seed: int = 0,
+        num_views: int = 2,
+        *,
+        key: str = "image",
+    ) -> None:
+        self.decode, self.seed, self.key, self.epoch = decode, int(seed), key, 0
+        self.transforms = ViewsDataset([], views, seed, num_views, key=key).transforms
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the views of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
+        row = self.decode(raw)
+        value = row.pop(self.key)
+        with forked_cpu_rng(view_seed(self.seed, self.epoch, sample_key(raw))):
+            row["views"] = [transform(value) for transform in self.transforms]
         return row
