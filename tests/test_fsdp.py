@@ -232,3 +232,12 @@ def test_filled_optimizer_state_leaves_the_updates_unchanged():
         assert torch.equal(filled.state_dict()[name], tensor), name
     assert torch.equal(filled["never"].weight, never)
     assert int(optimizers[1].state[filled["late"].weight]["step"]) == 2  # counted from its first gradient
+
+
+def test_keep_best_is_refused_under_fsdp(tiny_bert_path, pairs_csv, tmp_path):
+    """The best weights cannot be put back into the shards yet: refused up front, naming the key."""
+    extra = ["train.keep_best.metric=retrieval/mrr@10", "train.max_steps=2"]
+    command = _launch("fsdp2.yaml", *_sbert(tiny_bert_path, pairs_csv, tmp_path / "run", *extra))
+    run = subprocess.run(command, cwd=ROOT, env=_cpu_environment(), capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    assert "key 'train.keep_best.metric' is set, but the model is sharded" in run.stderr, run.stderr[-3000:]

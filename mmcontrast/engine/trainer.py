@@ -245,6 +245,12 @@ class Trainer:
             # DDP's search for unused parameters costs every step: only when the method leaves some unused
             ddp_options.find_unused_parameters = bool(self._unused_parameters(method))
         self.full_copy = FullCopy(method, self.accelerator) if shards_parameters(self.accelerator) else None
+        if self.full_copy is not None and config.keep_best.metric is not None:
+            raise ConfigError(
+                "key 'train.keep_best.metric' is set, but the model is sharded (FSDP / DeepSpeed ZeRO-3), whose best "
+                "weights cannot be put back into the shards yet: leave train.keep_best unset (train.early_stopping "
+                "works), or train without sharding"
+            )
         if self.accelerator.distributed_type == DistributedType.FSDP:
             declare_layers(method)
         self.model, self.optimizer = self.accelerator.prepare(method, optimizer)
