@@ -97,18 +97,31 @@ def count_rows(files: Sequence[Path]) -> int | None:
     if suffix == ".tar":
         return sum(_tar_samples(file) for file in files)
     if suffix == ".jsonl":
-        return sum(1 for file in files for line in file.open("rb") if line.strip())
+        return sum(_jsonl_records(file) for file in files)
     return None
 
 
-def _tar_samples(file: Path) -> int:
-    keys = []
+def _jsonl_records(file: Path) -> int:
+    with file.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def _tar_members(file: Path) -> Iterator[tuple[str, str]]:
+    """(sample key, field) of each file member of a webdataset tar shard, in the archive's order."""
     with tarfile.open(file) as archive:
         for member in archive:
             match = _TAR_KEY.match(member.name) if member.isfile() else None
-            if match and (not keys or keys[-1] != match.group(1)):
-                keys.append(match.group(1))
-    return len(keys)
+            if match:
+                yield match.group(1), match.group(2)
+
+
+def _tar_samples(file: Path) -> int:
+    """Samples of a tar shard: runs of members sharing a key."""
+    count, last = 0, None
+    for key, _ in _tar_members(file):
+        if key != last:
+            count, last = count + 1, key
+    return count
 
 
 def tar_features(shard: Path, samples: int = 200) -> datasets.Features:
@@ -122,14 +135,11 @@ def tar_features(shard: Path, samples: int = 200) -> datasets.Features:
 
     fields: dict[str, None] = {}
     keys: set[str] = set()
-    with tarfile.open(shard) as archive:
-        for member in archive:
-            match = _TAR_KEY.match(member.name) if member.isfile() else None
-            if match:
-                keys.add(match.group(1))
-                if len(keys) > samples:
-                    break
-                fields[match.group(2)] = None
+    for key, field in _tar_members(shard):
+        keys.add(key)
+        if len(keys) > samples:
+            break
+        fields[field] = None
     features = {}
     for field in fields:
         extension = field.rsplit(".", 1)[-1].lower()
