@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from mmcontrast.data.tables import RECORD_SUFFIXES, label_rows, read_records
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif", ".mp4", ".webm"}
+AUDIO_MEMBERS = tuple(suffix[1:] for suffix in sorted(AUDIO_SUFFIXES))  # a tar sample's audio member, in this order
 MIN_SECONDS = 0.02
 """Clips shorter than this (20 ms, two 10 ms frames) are skipped; longer short clips are padded by the adapter."""
 FSDD_PATTERN = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav"

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from mmcontrast.data.audio import (
-    AUDIO_SUFFIXES,
+    AUDIO_MEMBERS,
     FSDD_PATTERN,
     MIN_SECONDS,
     AudioDecodeError,
@@ -33,7 +33,7 @@ from mmcontrast.data.audio import (
     split_by_take,
     to_mono,
 )
-from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample, stream_column
+from mmcontrast.data.streaming import TEXT_MEMBERS, BadSample, sample_key, stream_column
 from mmcontrast.engine.trainer import TrainingResult
 from mmcontrast.evaluation.plots import plot_confusion_matrix
 from mmcontrast.evaluation.zero_shot import (
@@ -48,7 +48,6 @@ from mmcontrast.hub.mmcontrast_clip import register_method_builder, save_mmcontr
 from mmcontrast.hub.model_card import CardInfo, training_curve, write_model_card
 from mmcontrast.hub.transformers_clap import TransformersClapEncoder, clap_shape_problem, export_transformers_clap
 from mmcontrast.methods.clap import CLAP
-from mmcontrast.methods.two_tower import stable_hash
 from mmcontrast.modalities.audio import crop_or_pad
 from mmcontrast.modalities.audio_tower import AudioTower, ProjectedTower, byte_level_tokenizer
 from mmcontrast.modalities.text import Pooling, TextEncoder
@@ -345,7 +344,8 @@ class _ZeroShot:
 class StreamedAudioTextRows:
     """A streamed (audio, caption) row as the CLAP method takes it: the clip decoded (soundfile, else PyAV) to mono
     at the audio tower's rate and, when longer than the tower's window, cut to a window drawn from the seed, the
-    epoch and the sample (its tar key, or its caption), as map-style data is cut by (seed, epoch, row). A clip that
+    epoch and the sample (:func:`~mmcontrast.data.streaming.sample_key`), as map-style data is cut by (seed,
+    epoch, row). A clip that
     does not decode or is shorter than 20 ms, or a missing caption, is a bad sample (skipped and counted)."""
 
     def __init__(
@@ -378,13 +378,9 @@ class StreamedAudioTextRows:
         if waveform.shape[-1] < MIN_SECONDS * self.sample_rate:
             raise BadSample(f"audio '{audio_field}' is shorter than {MIN_SECONDS * 1000:.0f} ms")
         if self.max_samples is not None:
-            sample = stable_hash(str(raw.get("__key__", caption)))
-            generator = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, sample))
+            generator = torch.Generator().manual_seed(view_seed(self.seed, self.epoch, sample_key(raw)))
             waveform = crop_or_pad(waveform, self.max_samples, train=True, generator=generator)
         return {"audio": waveform.contiguous(), "sample_rate": self.sample_rate, "caption": caption}
-
-
-AUDIO_MEMBERS = tuple(suffix[1:] for suffix in sorted(AUDIO_SUFFIXES))
 
 
 def _streamed_rows(recipe: ClapRecipe, method: CLAP) -> Any:
